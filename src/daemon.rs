@@ -1,0 +1,107 @@
+//! The composition root: builds the store, the image manager and the CRI service from the config, serves
+//! them on the Unix socket, tells systemd when ready, and shuts down cleanly on SIGTERM/SIGINT. The only
+//! place that names concrete implementations.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::{detect_cgroup_driver, CriService};
+use crate::grpc::server::CriServer;
+use crate::image::{ImageError, ImageManager};
+use crate::store::{Store, StoreError};
+
+/// gRPC messages kubelet may send or receive (ListContainers on a busy node) exceed tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("socket {0} is in use by a running server")]
+    SocketInUse(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("opening the image store: {0}")]
+    Image(#[from] ImageError),
+    #[error("serving gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io { path: path.to_path_buf(), source }
+}
+
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        // Containers' rootfs trees live below root; other users have no business listing them.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io_at(dir))?;
+    }
+    let store = Store::open(&config.store_path())?;
+    let images = {
+        let (root, store, image_cfg, registry) = (config.root.clone(), store.clone(), config.image.clone(), config.registry.clone());
+        // Recovery walks directories; keep it off the async workers.
+        tokio::task::spawn_blocking(move || ImageManager::open(&root, store, image_cfg, registry))
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))??
+    };
+    let cgroup_driver = detect_cgroup_driver(config.cgroup_driver, Path::new("/run"));
+    let cri = Arc::new(CriService::new(config.clone(), Arc::new(images), cgroup_driver));
+    let server = CriServer::new(cri);
+
+    let listener = bind_socket(&config.socket).await?;
+    tracing::info!(socket = %config.socket.display(), root = %config.root.display(), ?cgroup_driver, "serving CRI");
+    // Type=notify: systemd considers us started once the socket accepts connections.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "sd_notify failed (not started by systemd?)");
+    }
+
+    let serve = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(server.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(ImageServiceServer::new(server).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
+    let result = serve.await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Err(e) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(error = %e, "removing socket");
+    }
+    tracing::info!("stopped");
+    result.map_err(DaemonError::from)
+}
+
+/// Bind the socket with mode 0660, replacing a stale socket file left by a crash but never one a live
+/// server still answers on.
+async fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonError::SocketInUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io_at(path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_at(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_at(path))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; shutdown only by SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

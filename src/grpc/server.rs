@@ -1,0 +1,142 @@
+//! tonic service implementations: each RPC opens a span named after it (with the ids it carries), calls
+//! the matching `CriService` method and maps errors through `status::to_status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::status::to_status;
+use crate::cri::{CriError, CriService};
+
+#[derive(Clone)]
+pub struct CriServer {
+    cri: Arc<CriService>,
+}
+
+impl CriServer {
+    pub fn new(cri: Arc<CriService>) -> CriServer {
+        CriServer { cri }
+    }
+}
+
+fn reply<T>(result: Result<T, CriError>) -> Result<Response<T>, Status> {
+    match result {
+        Ok(v) => Ok(Response::new(v)),
+        Err(e) => {
+            let status = to_status(&e);
+            tracing::warn!(code = ?status.code(), error = %e, "request failed");
+            Err(status)
+        }
+    }
+}
+
+fn image_name(spec: Option<&ImageSpec>) -> &str {
+    spec.map(|s| s.image.as_str()).unwrap_or("")
+}
+
+/// RPCs a later milestone implements: a span, and an Unimplemented status naming the missing feature.
+macro_rules! later {
+    ($($method:ident($req:ty) -> $resp:ty = $rpc:literal, $feature:literal;)*) => {$(
+        // Written in async_trait's expanded form: the attribute cannot see inside a macro invocation.
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            _request: Request<$req>,
+        ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            let span = tracing::info_span!($rpc);
+            Box::pin(async { reply::<$resp>(Err(CriService::unimplemented($rpc, $feature))) }.instrument(span))
+        }
+    )*};
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriServer {
+    async fn version(&self, request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        let _span = tracing::debug_span!("Version").entered();
+        Ok(Response::new(self.cri.version(request.into_inner())))
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let _span = tracing::debug_span!("Status").entered();
+        Ok(Response::new(self.cri.status(request.into_inner())))
+    }
+
+    async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
+        let _span = tracing::debug_span!("RuntimeConfig").entered();
+        Ok(Response::new(self.cri.runtime_config(request.into_inner())))
+    }
+
+    type GetContainerEventsStream = Pin<Box<dyn futures::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        let _span = tracing::info_span!("GetContainerEvents").entered();
+        reply(Err(CriService::unimplemented("GetContainerEvents", "container lifecycle events")))
+    }
+
+    later! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox", "pod sandboxes on LXC";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox", "pod sandboxes on LXC";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox", "pod sandboxes on LXC";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus", "pod sandboxes on LXC";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox", "pod sandboxes on LXC";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer", "LXC containers";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer", "LXC containers";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer", "LXC containers";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer", "LXC containers";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers", "LXC containers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus", "LXC containers";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources", "cgroup resources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog", "container logs";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync", "exec in LXC containers";
+        exec(ExecRequest) -> ExecResponse = "Exec", "streaming exec";
+        attach(AttachRequest) -> AttachResponse = "Attach", "streaming attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward", "streaming port-forward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats", "container stats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats", "container stats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats", "pod stats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats", "pod stats";
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig", "CNI pod networking (pod CIDR)";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer", "container checkpointing";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors", "pod metrics";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics", "pod metrics";
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for CriServer {
+    async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+        let _span = tracing::debug_span!("ListImages").entered();
+        reply(self.cri.list_images(request.into_inner()))
+    }
+
+    async fn image_status(&self, request: Request<ImageStatusRequest>) -> Result<Response<ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let _span = tracing::debug_span!("ImageStatus", image = image_name(req.image.as_ref())).entered();
+        reply(self.cri.image_status(req))
+    }
+
+    async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("PullImage", image = image_name(req.image.as_ref()));
+        reply(self.cri.pull_image(req).instrument(span).await)
+    }
+
+    async fn remove_image(&self, request: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("RemoveImage", image = image_name(req.image.as_ref()));
+        reply(self.cri.remove_image(req).instrument(span).await)
+    }
+
+    async fn image_fs_info(&self, request: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
+        let span = tracing::debug_span!("ImageFsInfo");
+        reply(self.cri.image_fs_info(request.into_inner()).instrument(span).await)
+    }
+}

@@ -1,0 +1,57 @@
+//! The ONE place a gRPC status code is chosen for an error. The match is exhaustive on purpose: a new
+//! error variant does not compile until someone decides what kubelet should see for it.
+
+use tonic::{Code, Status};
+
+use crate::cri::CriError;
+use crate::image::registry::FailureKind;
+use crate::image::ImageError;
+
+pub fn to_status(err: &CriError) -> Status {
+    let code = match err {
+        CriError::InvalidArgument(_) => Code::InvalidArgument,
+        CriError::NotFound(_) => Code::NotFound,
+        CriError::Unimplemented { .. } => Code::Unimplemented,
+        CriError::Image(e) => image_code(e),
+    };
+    Status::new(code, err.to_string())
+}
+
+fn image_code(err: &ImageError) -> Code {
+    match err {
+        ImageError::InvalidReference(_) | ImageError::BadCredentials { .. } | ImageError::BadContainerId(_) => Code::InvalidArgument,
+        ImageError::NotFound(_) => Code::NotFound,
+        ImageError::Registry { kind, .. } => match kind {
+            FailureKind::NotFound => Code::NotFound,
+            FailureKind::Unauthorized => Code::Unauthenticated,
+            FailureKind::Unreachable => Code::Unavailable,
+            FailureKind::Other => Code::Unknown,
+        },
+        ImageError::NoEndpoint { .. } => Code::FailedPrecondition,
+        // Content that does not verify or does not parse: the registry served something we refuse.
+        ImageError::Manifest { .. } | ImageError::DiffIdMismatch { .. } | ImageError::Unpack { .. } => Code::FailedPrecondition,
+        ImageError::Content { source, .. } => match source {
+            crate::image::content::ContentError::DigestMismatch { .. }
+            | crate::image::content::ContentError::SizeMismatch { .. }
+            | crate::image::content::ContentError::BadDigest(_) => Code::DataLoss,
+            crate::image::content::ContentError::Io { .. } => Code::Internal,
+        },
+        ImageError::RegistryConfig(_) => Code::FailedPrecondition,
+        ImageError::Rootfs(_) | ImageError::Store(_) | ImageError::Io { .. } | ImageError::Task(_) => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_for_cri_meaningful_cases() {
+        assert_eq!(to_status(&CriError::NotFound("x".into())).code(), Code::NotFound);
+        let unimpl = to_status(&CriError::Unimplemented { rpc: "RunPodSandbox", feature: "pods" });
+        assert_eq!(unimpl.code(), Code::Unimplemented);
+        assert!(unimpl.message().contains("RunPodSandbox"));
+        let reg = ImageError::Registry { image: "i".into(), kind: FailureKind::Unauthorized, failures: vec![] };
+        assert_eq!(to_status(&CriError::Image(reg)).code(), Code::Unauthenticated);
+    }
+}

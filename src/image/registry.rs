@@ -1,0 +1,234 @@
+//! Talking to one registry endpoint (the upstream host or a mirror) through `oci-client`: credentials
+//! from the CRI `AuthConfig`, manifest resolution, blob streams, and sorting registry failures into the
+//! kinds the CRI cares about (not found, unauthorised, unreachable).
+//!
+//! Must not touch the content store or the records: it fetches bytes, the caller verifies and keeps them.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::manifest::ACCEPTED_MANIFEST_TYPES;
+use super::reference::ImageRef;
+use super::registry_hosts::Endpoint;
+
+/// Why a registry request failed, as far as the CRI error code is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    NotFound,
+    Unauthorized,
+    Unreachable,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{host}: {message}")]
+pub struct RegistryFailure {
+    pub host: String,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Credentials kubelet passes in `PullImageRequest.auth` (from an image pull secret).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// base64("user:password"), as in a docker config.json `auth` field.
+    pub auth: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+impl Credentials {
+    /// The oci-client auth to use. `registry_token` is a bearer token sent as-is; `auth` and
+    /// username/password become Basic credentials, which oci-client uses for a Basic challenge or to
+    /// obtain a bearer token from the realm of a Bearer challenge. An identity token is an OAuth2
+    /// refresh token: Docker sends it as the password of the `<token>` user, which registries that
+    /// issue identity tokens accept on their token endpoint.
+    pub fn to_registry_auth(&self) -> Result<RegistryAuth, String> {
+        if !self.registry_token.is_empty() {
+            return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
+        }
+        if !self.identity_token.is_empty() {
+            return Ok(RegistryAuth::Basic("<token>".into(), self.identity_token.clone()));
+        }
+        if !self.auth.is_empty() {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(self.auth.trim())
+                .map_err(|e| format!("auth is not base64: {e}"))?;
+            let text = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8".to_string())?;
+            let (user, pass) = text.split_once(':').ok_or_else(|| "auth must encode \"user:password\"".to_string())?;
+            return Ok(RegistryAuth::Basic(user.to_string(), pass.to_string()));
+        }
+        if !self.username.is_empty() {
+            return Ok(RegistryAuth::Basic(self.username.clone(), self.password.clone()));
+        }
+        Ok(RegistryAuth::Anonymous)
+    }
+}
+
+/// One endpoint with its client and credentials, for the duration of one pull.
+pub struct RegistrySession {
+    client: Client,
+    endpoint: Endpoint,
+    auth: RegistryAuth,
+    image: ImageRef,
+}
+
+impl RegistrySession {
+    pub fn new(endpoint: &Endpoint, image: &ImageRef, auth: RegistryAuth, progress_timeout: Duration) -> RegistrySession {
+        let config = ClientConfig {
+            protocol: if endpoint.plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
+            accept_invalid_certificates: endpoint.skip_verify,
+            // We choose the platform ourselves (with variant) from the raw index.
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(progress_timeout),
+            user_agent: concat!("cri-lxc/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        RegistrySession { client: Client::new(config), endpoint: endpoint.clone(), auth, image: image.clone() }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.endpoint.host
+    }
+
+    fn reference_for(&self, digest: Option<&str>) -> Reference {
+        let mut r = self.image.to_oci_reference(&self.endpoint);
+        if let Some(d) = digest {
+            let mut by_digest = Reference::with_digest(r.registry().to_string(), r.repository().to_string(), d.to_string());
+            if self.endpoint.is_mirror {
+                by_digest.set_mirror_registry(self.endpoint.host.clone());
+            }
+            r = by_digest;
+        }
+        r
+    }
+
+    /// Fetch the manifest or index the image reference (or `digest`, when given) names. Returns the raw
+    /// bytes; the caller verifies them against the digest it expects.
+    pub async fn fetch_manifest(&self, digest: Option<&str>) -> Result<bytes::Bytes, RegistryFailure> {
+        let reference = self.reference_for(digest);
+        let (bytes, _digest) = self
+            .client
+            .pull_manifest_raw(&reference, &self.auth, &ACCEPTED_MANIFEST_TYPES)
+            .await
+            .map_err(|e| self.failure(e))?;
+        Ok(bytes)
+    }
+
+    /// Fetch a small blob (config) into memory.
+    pub async fn fetch_small_blob(&self, digest: &str, progress_timeout: Duration) -> Result<Vec<u8>, RegistryFailure> {
+        let mut out = Vec::new();
+        let mut stream = self.blob_stream(digest).await?;
+        while let Some(chunk) = self.next_chunk(&mut stream, digest, progress_timeout).await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    pub async fn blob_stream(&self, digest: &str) -> Result<oci_client::client::SizedStream, RegistryFailure> {
+        let reference = self.reference_for(None);
+        // Blob requests need the auth oci-client negotiates on the first manifest request; make sure it
+        // has happened even when the manifest came from the local content store.
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client.pull_blob_stream(&reference, digest).await.map_err(|e| self.failure(e))
+    }
+
+    /// The next chunk of a blob stream, or a timeout failure when the registry goes quiet for longer than
+    /// `progress_timeout` (containerd's image_pull_progress_timeout semantics).
+    pub async fn next_chunk(
+        &self,
+        stream: &mut oci_client::client::SizedStream,
+        digest: &str,
+        progress_timeout: Duration,
+    ) -> Result<Option<bytes::Bytes>, RegistryFailure> {
+        match tokio::time::timeout(progress_timeout, stream.next()).await {
+            Err(_) => Err(RegistryFailure {
+                host: self.endpoint.host.clone(),
+                kind: FailureKind::Unreachable,
+                message: format!("no progress downloading {digest} for {}s (pull progress timeout)", progress_timeout.as_secs()),
+            }),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+            Ok(Some(Err(e))) => Err(RegistryFailure {
+                host: self.endpoint.host.clone(),
+                kind: FailureKind::Other,
+                message: format!("reading blob {digest}: {e}"),
+            }),
+        }
+    }
+
+    fn failure(&self, err: OciDistributionError) -> RegistryFailure {
+        let kind = classify(&err);
+        let message = match &err {
+            // reqwest's Display hides the cause (e.g. "connection refused"); show the whole chain.
+            OciDistributionError::RequestError(e) => error_chain(e),
+            other => other.to_string(),
+        };
+        RegistryFailure { host: self.endpoint.host.clone(), kind, message }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+fn classify(err: &OciDistributionError) -> FailureKind {
+    match err {
+        OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => FailureKind::Unauthorized,
+        OciDistributionError::ImageManifestNotFoundError(_) => FailureKind::NotFound,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                FailureKind::Unauthorized
+            } else if codes.iter().any(|c| {
+                matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound)
+            }) {
+                FailureKind::NotFound
+            } else {
+                FailureKind::Other
+            }
+        }
+        OciDistributionError::ServerError { code, .. } => match code {
+            401 | 403 => FailureKind::Unauthorized,
+            404 => FailureKind::NotFound,
+            _ => FailureKind::Other,
+        },
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => FailureKind::Unreachable,
+        _ => FailureKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_precedence_and_decoding() {
+        let c = Credentials { auth: base64::engine::general_purpose::STANDARD.encode("u:p:x"), ..Default::default() };
+        assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Basic(u, p) if u == "u" && p == "p:x"));
+        let c = Credentials { username: "a".into(), password: "b".into(), registry_token: "t".into(), ..Default::default() };
+        assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Bearer(t) if t == "t"));
+        let c = Credentials { identity_token: "i".into(), ..Default::default() };
+        assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Basic(u, p) if u == "<token>" && p == "i"));
+        assert!(Credentials { auth: "%%%".into(), ..Default::default() }.to_registry_auth().is_err());
+        assert!(matches!(Credentials::default().to_registry_auth().unwrap(), RegistryAuth::Anonymous));
+    }
+}
