@@ -1,0 +1,39 @@
+# cri-lxc — the two commands of the README:
+#   make run    install Debian packages, build, start the daemon with built-in defaults (foreground)
+#   make test   install Debian packages, build, run the whole test suite
+# `make install` installs the binary and the systemd unit and starts it under systemd.
+
+DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev lxc lxc-dev \
+                docker-registry apache2-utils busybox-static zstd iproute2 containernetworking-plugins
+CARGO ?= cargo
+
+.PHONY: deps build run install test clean
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "run as root: packages are installed with apt-get"; exit 1; fi
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@# Debian's docker-registry package starts a registry on :5000 where systemd runs; tests start their own.
+	@command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now docker-registry >/dev/null 2>&1 || true
+
+build: deps
+	$(CARGO) build --release
+
+run: build
+	./target/release/cri-lxc
+
+install: build
+	install -D -m 0755 target/release/cri-lxc /usr/local/bin/cri-lxc
+	install -D -m 0644 systemd/cri-lxc.service /etc/systemd/system/cri-lxc.service
+	install -D -m 0644 README.md /usr/share/doc/cri-lxc/README.md
+	systemctl daemon-reload
+	systemctl enable --now cri-lxc
+
+test: deps
+	$(CARGO) test -- --test-threads=4
+
+clean:
+	$(CARGO) clean
