@@ -101,15 +101,12 @@ impl RegistrySession {
     }
 
     fn reference_for(&self, digest: Option<&str>) -> Reference {
-        let mut r = self.image.to_oci_reference(&self.endpoint);
-        if let Some(d) = digest {
-            let mut by_digest = Reference::with_digest(r.registry().to_string(), r.repository().to_string(), d.to_string());
-            if self.endpoint.is_mirror {
-                by_digest.set_mirror_registry(self.endpoint.host.clone());
-            }
-            r = by_digest;
+        let r = self.image.to_oci_reference(&self.endpoint);
+        match digest {
+            // Keeps the endpoint routing (mirror / `server` host) and drops the tag.
+            Some(d) => r.clone_with_digest(d.to_string()),
+            None => r,
         }
-        r
     }
 
     /// Fetch the manifest or index the image reference (or `digest`, when given) names. Returns the raw

@@ -12,6 +12,8 @@ use tempfile::TempDir;
 
 pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_cri-lxc");
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Debug for the daemon itself, info for its dependencies (h2/hyper debug output drowns the log).
+pub const LOG_FILTER: &str = "info,cri_lxc=debug";
 
 pub struct Daemon {
     dir: TempDir,
@@ -25,9 +27,16 @@ impl Daemon {
     /// `--root <tmp>/root --state <tmp>/state --socket <tmp>/cri.sock`; waits until the socket
     /// exists and a `Version` RPC succeeds.
     pub async fn start(config_toml: &str) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("cri-lxc-daemon-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("cri-lxc-daemon-")
+            .tempdir()
+            .expect("tempdir");
         std::fs::write(dir.path().join("config.toml"), config_toml).unwrap();
-        let mut d = Daemon { dir, child: None, starts: 0 };
+        let mut d = Daemon {
+            dir,
+            child: None,
+            starts: 0,
+        };
         d.spawn().await;
         d
     }
@@ -71,7 +80,11 @@ impl Daemon {
 
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let log2 = log.try_clone().unwrap();
         self.starts += 1;
         use std::io::Write;
@@ -86,7 +99,7 @@ impl Daemon {
             .arg("--state")
             .arg(self.state())
             .arg("--log-level")
-            .arg("debug")
+            .arg(LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -102,11 +115,20 @@ impl Daemon {
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("cri-lxc exited during startup with {st}\n{}", tail_file(&self.log_path(), 60));
+                panic!(
+                    "cri-lxc exited during startup with {st}\n{}",
+                    tail_file(&self.log_path(), 60)
+                );
             }
             if self.socket().exists() {
                 match CriClient::connect(&self.socket()).await {
-                    Ok(mut c) => match c.runtime.version(VersionRequest { version: "v1".into() }).await {
+                    Ok(mut c) => match c
+                        .runtime
+                        .version(VersionRequest {
+                            version: "v1".into(),
+                        })
+                        .await
+                    {
                         Ok(_) => return,
                         Err(e) => last_err = format!("Version RPC: {e}"),
                     },
@@ -125,7 +147,9 @@ impl Daemon {
 
     /// A new CRI client connected to the daemon's socket.
     pub async fn client(&self) -> CriClient {
-        CriClient::connect(&self.socket()).await.expect("connect to cri-lxc socket")
+        CriClient::connect(&self.socket())
+            .await
+            .expect("connect to cri-lxc socket")
     }
 
     /// SIGKILL the daemon and reap it.
@@ -148,7 +172,10 @@ impl Daemon {
             if start.elapsed() > Duration::from_secs(30) {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("cri-lxc did not exit within 30 s of SIGTERM\n{}", tail_file(&self.log_path(), 60));
+                panic!(
+                    "cri-lxc did not exit within 30 s of SIGTERM\n{}",
+                    tail_file(&self.log_path(), 60)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

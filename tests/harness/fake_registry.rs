@@ -24,10 +24,13 @@ pub enum BlobBehaviour {
     Throttle(usize),
 }
 
+/// (media type, body)
+type StoredManifest = (String, Arc<Vec<u8>>);
+
 #[derive(Default)]
 struct State {
     /// (repo, reference) -> (media type, body). reference is a tag or a digest.
-    manifests: HashMap<(String, String), (String, Arc<Vec<u8>>)>,
+    manifests: HashMap<(String, String), StoredManifest>,
     /// digest -> data (blobs are served under any repo)
     blobs: HashMap<String, Arc<Vec<u8>>>,
     behaviour: HashMap<String, BlobBehaviour>,
@@ -54,20 +57,28 @@ impl Drop for FakeRegistry {
 
 impl FakeRegistry {
     pub async fn start() -> FakeRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake registry");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake registry");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let _ = serve_conn(sock, st).await;
                 });
             }
         });
-        FakeRegistry { port, state, task: Arc::new(task) }
+        FakeRegistry {
+            port,
+            state,
+            task: Arc::new(task),
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -79,16 +90,19 @@ impl FakeRegistry {
 
     pub fn add_blob(&self, data: &[u8]) -> String {
         let d = super::sha256_digest(data);
-        self.state.lock().unwrap().blobs.insert(d.clone(), Arc::new(data.to_vec()));
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(d.clone(), Arc::new(data.to_vec()));
         d
     }
 
     pub fn add_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
-        self.state
-            .lock()
-            .unwrap()
-            .manifests
-            .insert((repo.to_string(), reference.to_string()), (media_type.to_string(), Arc::new(body.to_vec())));
+        self.state.lock().unwrap().manifests.insert(
+            (repo.to_string(), reference.to_string()),
+            (media_type.to_string(), Arc::new(body.to_vec())),
+        );
     }
 
     /// Serve `img` (blobs, manifest by digest and under `tag`).
@@ -97,7 +111,12 @@ impl FakeRegistry {
             self.add_blob(&l.blob);
         }
         self.add_blob(&img.config);
-        self.add_manifest(repo, &img.manifest_digest, &img.manifest_media_type, &img.manifest);
+        self.add_manifest(
+            repo,
+            &img.manifest_digest,
+            &img.manifest_media_type,
+            &img.manifest,
+        );
         self.add_manifest(repo, tag, &img.manifest_media_type, &img.manifest);
     }
 
@@ -109,8 +128,16 @@ impl FakeRegistry {
         self.add_manifest(repo, tag, &idx.media_type, &idx.manifest);
     }
 
+    pub fn remove_blob(&self, digest: &str) {
+        self.state.lock().unwrap().blobs.remove(digest);
+    }
+
     pub fn set_behaviour(&self, digest: &str, b: BlobBehaviour) {
-        self.state.lock().unwrap().behaviour.insert(digest.to_string(), b);
+        self.state
+            .lock()
+            .unwrap()
+            .behaviour
+            .insert(digest.to_string(), b);
     }
 
     /// Request log lines `"<METHOD> <path> <status>"`.
@@ -121,16 +148,33 @@ impl FakeRegistry {
     /// Number of GET requests for a blob.
     pub fn blob_gets(&self, digest: &str) -> usize {
         let suffix = format!("/blobs/{digest}");
-        self.requests().iter().filter(|r| r.starts_with("GET ") && r.split(' ').nth(1).is_some_and(|p| p.split('?').next().unwrap_or("").ends_with(&suffix))).count()
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.starts_with("GET ")
+                    && r.split(' ')
+                        .nth(1)
+                        .is_some_and(|p| p.split('?').next().unwrap_or("").ends_with(&suffix))
+            })
+            .count()
     }
 
     /// Body bytes of `digest` sent so far (over all requests).
     pub fn bytes_sent(&self, digest: &str) -> u64 {
-        self.state.lock().unwrap().sent.get(digest).map(|a| a.load(Ordering::SeqCst)).unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .sent
+            .get(digest)
+            .map(|a| a.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 }
 
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<(String, String)>> {
+async fn read_request(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(String, String)>> {
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
@@ -180,7 +224,10 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
         let head_only = method == "HEAD";
         let path_only = path.split('?').next().unwrap_or("").to_string();
         let log = |status: u16| {
-            st.lock().unwrap().requests.push(format!("{method} {path} {status}"));
+            st.lock()
+                .unwrap()
+                .requests
+                .push(format!("{method} {path} {status}"));
         };
         if method != "GET" && method != "HEAD" {
             log(405);
@@ -189,14 +236,26 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
         }
         if path_only == "/v2/" || path_only == "/v2" {
             log(200);
-            respond(&mut sock, "200 OK", &[("Content-Type", "application/json".into())], b"{}", head_only).await?;
+            respond(
+                &mut sock,
+                "200 OK",
+                &[("Content-Type", "application/json".into())],
+                b"{}",
+                head_only,
+            )
+            .await?;
             continue;
         }
         let rest = path_only.strip_prefix("/v2/").unwrap_or("");
         if let Some(i) = rest.rfind("/manifests/") {
             let repo = &rest[..i];
             let reference = &rest[i + "/manifests/".len()..];
-            let found = st.lock().unwrap().manifests.get(&(repo.to_string(), reference.to_string())).cloned();
+            let found = st
+                .lock()
+                .unwrap()
+                .manifests
+                .get(&(repo.to_string(), reference.to_string()))
+                .cloned();
             match found {
                 Some((mt, body)) => {
                     log(200);
@@ -213,8 +272,14 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
                 None => {
                     log(404);
                     let b = error_body("MANIFEST_UNKNOWN", "manifest unknown");
-                    respond(&mut sock, "404 Not Found", &[("Content-Type", "application/json".into())], &b, head_only)
-                        .await?;
+                    respond(
+                        &mut sock,
+                        "404 Not Found",
+                        &[("Content-Type", "application/json".into())],
+                        &b,
+                        head_only,
+                    )
+                    .await?;
                 }
             }
             continue;
@@ -224,15 +289,25 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
             let (blob, beh, sent) = {
                 let mut s = st.lock().unwrap();
                 let blob = s.blobs.get(&digest).cloned();
-                let beh = s.behaviour.get(&digest).cloned().unwrap_or(BlobBehaviour::Normal);
+                let beh = s
+                    .behaviour
+                    .get(&digest)
+                    .cloned()
+                    .unwrap_or(BlobBehaviour::Normal);
                 let sent = s.sent.entry(digest.clone()).or_default().clone();
                 (blob, beh, sent)
             };
             let Some(blob) = blob else {
                 log(404);
                 let b = error_body("BLOB_UNKNOWN", "blob unknown to registry");
-                respond(&mut sock, "404 Not Found", &[("Content-Type", "application/json".into())], &b, head_only)
-                    .await?;
+                respond(
+                    &mut sock,
+                    "404 Not Found",
+                    &[("Content-Type", "application/json".into())],
+                    &b,
+                    head_only,
+                )
+                .await?;
                 continue;
             };
             log(200);
@@ -268,7 +343,9 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
                     // hold the connection open until the peer goes away (or the test ends)
                     let mut tmp = [0u8; 1024];
                     loop {
-                        match tokio::time::timeout(Duration::from_secs(600), sock.read(&mut tmp)).await {
+                        match tokio::time::timeout(Duration::from_secs(600), sock.read(&mut tmp))
+                            .await
+                        {
                             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(()),
                             Ok(Ok(_)) => {}
                         }
@@ -277,7 +354,13 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
                 BlobBehaviour::Throttle(_) => {
                     let mut off = 0;
                     while off < blob.len() {
-                        let cur = st.lock().unwrap().behaviour.get(&digest).cloned().unwrap_or(BlobBehaviour::Normal);
+                        let cur = st
+                            .lock()
+                            .unwrap()
+                            .behaviour
+                            .get(&digest)
+                            .cloned()
+                            .unwrap_or(BlobBehaviour::Normal);
                         let chunk = 64 * 1024;
                         let end = (off + chunk).min(blob.len());
                         sock.write_all(&blob[off..end]).await?;
@@ -295,7 +378,14 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Resu
         }
         log(404);
         let b = error_body("NAME_UNKNOWN", "repository name not known to registry");
-        respond(&mut sock, "404 Not Found", &[("Content-Type", "application/json".into())], &b, head_only).await?;
+        respond(
+            &mut sock,
+            "404 Not Found",
+            &[("Content-Type", "application/json".into())],
+            &b,
+            head_only,
+        )
+        .await?;
     }
     Ok(())
 }

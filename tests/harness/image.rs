@@ -67,18 +67,55 @@ impl LayerBuilder {
     }
 
     /// Regular file with explicit ownership and mtime.
-    pub fn file_with(mut self, path: &str, content: &[u8], mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
-        let mut h = header(tar::EntryType::Regular, mode, uid, gid, mtime, content.len() as u64);
-        self.tar.append_data(&mut h, path, content).expect("tar file");
+    pub fn file_with(
+        mut self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+    ) -> Self {
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            uid,
+            gid,
+            mtime,
+            content.len() as u64,
+        );
+        self.tar
+            .append_data(&mut h, path, content)
+            .expect("tar file");
         self
     }
 
     /// Regular file preceded by a PAX header carrying `SCHILY.xattr.<name>` records.
-    pub fn file_with_xattrs(mut self, path: &str, content: &[u8], mode: u32, xattrs: &[(&str, &[u8])]) -> Self {
-        let keys: Vec<(String, &[u8])> = xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v)).collect();
-        self.tar.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v))).expect("pax");
-        let mut h = header(tar::EntryType::Regular, mode, 0, 0, DEFAULT_MTIME, content.len() as u64);
-        self.tar.append_data(&mut h, path, content).expect("tar file");
+    pub fn file_with_xattrs(
+        mut self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        xattrs: &[(&str, &[u8])],
+    ) -> Self {
+        let keys: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.tar
+            .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax");
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            0,
+            0,
+            DEFAULT_MTIME,
+            content.len() as u64,
+        );
+        self.tar
+            .append_data(&mut h, path, content)
+            .expect("tar file");
         self
     }
 
@@ -88,21 +125,31 @@ impl LayerBuilder {
 
     pub fn dir_with(mut self, path: &str, mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
         let mut h = header(tar::EntryType::Directory, mode, uid, gid, mtime, 0);
-        let p = if path.ends_with('/') { path.to_string() } else { format!("{path}/") };
-        self.tar.append_data(&mut h, p, std::io::empty()).expect("tar dir");
+        let p = if path.ends_with('/') {
+            path.to_string()
+        } else {
+            format!("{path}/")
+        };
+        self.tar
+            .append_data(&mut h, p, std::io::empty())
+            .expect("tar dir");
         self
     }
 
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0, DEFAULT_MTIME, 0);
-        self.tar.append_link(&mut h, path, target).expect("tar symlink");
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("tar symlink");
         self
     }
 
     /// Hard link `path` -> `target` (target is an archive path of an earlier entry).
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Link, 0o644, 0, 0, DEFAULT_MTIME, 0);
-        self.tar.append_link(&mut h, path, target).expect("tar hardlink");
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("tar hardlink");
         self
     }
 
@@ -125,13 +172,38 @@ impl LayerBuilder {
         let mut h = header(tar::EntryType::Char, mode, 0, 0, DEFAULT_MTIME, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
-        self.tar.append_data(&mut h, path, std::io::empty()).expect("tar chardev");
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .expect("tar chardev");
         self
     }
 
     pub fn fifo(mut self, path: &str, mode: u32) -> Self {
         let mut h = header(tar::EntryType::Fifo, mode, 0, 0, DEFAULT_MTIME, 0);
-        self.tar.append_data(&mut h, path, std::io::empty()).expect("tar fifo");
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .expect("tar fifo");
+        self
+    }
+
+    /// Regular file whose header name is written verbatim (no path validation), e.g. `../x`, to
+    /// build hostile archives.
+    pub fn raw_file(mut self, name: &[u8], content: &[u8], mode: u32) -> Self {
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            0,
+            0,
+            DEFAULT_MTIME,
+            content.len() as u64,
+        );
+        {
+            let gnu = h.as_gnu_mut().unwrap();
+            assert!(name.len() < gnu.name.len());
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_cksum();
+        self.tar.append(&h, content).expect("tar raw file");
         self
     }
 
@@ -162,22 +234,39 @@ impl Layer {
         let blob = match compression {
             Compression::None => tar.clone(),
             Compression::Gzip | Compression::GzipFast => {
-                let level = if compression == Compression::Gzip { 6 } else { 1 };
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                let level = if compression == Compression::Gzip {
+                    6
+                } else {
+                    1
+                };
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
                 e.write_all(&tar).unwrap();
                 e.finish().unwrap()
             }
             Compression::Zstd => zstd::encode_all(&tar[..], 3).unwrap(),
         };
         let diff_id = sha256_digest(&tar);
-        let digest = if compression == Compression::None { diff_id.clone() } else { sha256_digest(&blob) };
-        Layer { digest, diff_id, tar, blob, compression }
+        let digest = if compression == Compression::None {
+            diff_id.clone()
+        } else {
+            sha256_digest(&blob)
+        };
+        Layer {
+            digest,
+            diff_id,
+            tar,
+            blob,
+            compression,
+        }
     }
 
     pub fn media_type(&self, format: Format) -> &'static str {
         match (format, self.compression) {
             (Format::Oci, Compression::None) => "application/vnd.oci.image.layer.v1.tar",
-            (Format::Oci, Compression::Gzip | Compression::GzipFast) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (Format::Oci, Compression::Gzip | Compression::GzipFast) => {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            }
             (_, Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
             (Format::Docker, Compression::None) => "application/vnd.docker.image.rootfs.diff.tar",
             (Format::Docker, Compression::Gzip | Compression::GzipFast) => {
@@ -207,7 +296,10 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     for d in diff_ids {
         let next = match out.last() {
             None => d.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
         };
         out.push(next);
     }
@@ -310,8 +402,11 @@ impl ImageBuilder {
             cfg.insert("WorkingDir".into(), json!(w));
         }
         if !self.labels.is_empty() {
-            let m: serde_json::Map<String, Value> =
-                self.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let m: serde_json::Map<String, Value> = self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
             cfg.insert("Labels".into(), Value::Object(m));
         }
         let mut top = serde_json::Map::new();
@@ -389,6 +484,32 @@ pub struct BuiltImage {
 }
 
 impl BuiltImage {
+    /// A copy whose config JSON was changed by `f` (config digest and manifest updated).
+    pub fn edit_config(&self, f: impl FnOnce(&mut Value)) -> BuiltImage {
+        let mut v: Value = serde_json::from_slice(&self.config).unwrap();
+        f(&mut v);
+        let config = serde_json::to_vec(&v).unwrap();
+        let config_digest = sha256_digest(&config);
+        let mut out = self.clone();
+        let (cd, cl) = (config_digest.clone(), config.len());
+        out.config = config;
+        out.config_digest = config_digest;
+        out.edit_manifest(|m| {
+            m["config"]["digest"] = json!(cd);
+            m["config"]["size"] = json!(cl);
+        })
+    }
+
+    /// A copy whose manifest JSON was changed by `f` (manifest digest updated).
+    pub fn edit_manifest(&self, f: impl FnOnce(&mut Value)) -> BuiltImage {
+        let mut v: Value = serde_json::from_slice(&self.manifest).unwrap();
+        f(&mut v);
+        let mut out = self.clone();
+        out.manifest = serde_json::to_vec_pretty(&v).unwrap();
+        out.manifest_digest = sha256_digest(&out.manifest);
+        out
+    }
+
     /// The image id (`sha256:<config digest hex>`).
     pub fn id(&self) -> &str {
         &self.config_digest
@@ -438,8 +559,16 @@ pub fn build_index(images: &[BuiltImage], format: Format) -> BuiltIndex {
             })
         })
         .collect();
-    let body = serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap();
-    BuiltIndex { digest: sha256_digest(&body), manifest: body, media_type: mt.to_string(), images: images.to_vec() }
+    let body = serde_json::to_vec_pretty(
+        &json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests}),
+    )
+    .unwrap();
+    BuiltIndex {
+        digest: sha256_digest(&body),
+        manifest: body,
+        media_type: mt.to_string(),
+        images: images.to_vec(),
+    }
 }
 
 /// A small distinct single-layer image: `/etc/<name>` containing `name`, plus `/bin/<name>`.
@@ -448,7 +577,11 @@ pub fn simple_image(name: &str) -> ImageBuilder {
         .dir("etc", 0o755)
         .file(&format!("etc/{name}"), name.as_bytes(), 0o644)
         .dir("bin", 0o755)
-        .file(&format!("bin/{name}"), format!("#!/bin/sh\necho {name}\n").as_bytes(), 0o755)
+        .file(
+            &format!("bin/{name}"),
+            format!("#!/bin/sh\necho {name}\n").as_bytes(),
+            0o755,
+        )
         .build(Compression::Gzip);
     ImageBuilder::new().layer(layer).label("test.name", name)
 }

@@ -20,8 +20,8 @@ pub mod registry;
 pub use daemon::Daemon;
 pub use fake_registry::{BlobBehaviour, FakeRegistry};
 pub use image::{
-    build_index, chain_ids, random_bytes, BuiltImage, BuiltIndex, Compression, Format, ImageBuilder, Layer,
-    LayerBuilder,
+    build_index, chain_ids, random_bytes, BuiltImage, BuiltIndex, Compression, Format,
+    ImageBuilder, Layer, LayerBuilder,
 };
 pub use registry::{Pusher, Registry};
 
@@ -68,8 +68,10 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> O
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(rd) => {
-            let mut v: Vec<String> =
-                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut v: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
             v.sort();
             v
         }

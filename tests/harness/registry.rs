@@ -23,13 +23,23 @@ impl Registry {
     /// Start a registry, optionally protected by htpasswd basic auth with one user.
     pub async fn start(auth: Option<(&str, &str)>) -> Registry {
         let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
-        let mut dir = tempfile::Builder::new().prefix("cri-lxc-registry-").tempdir().expect("tempdir");
+        let mut dir = tempfile::Builder::new()
+            .prefix("cri-lxc-registry-")
+            .tempdir()
+            .expect("tempdir");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let mut auth_yaml = String::new();
         if let Some((u, p)) = &auth {
-            let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().expect("run htpasswd (apache2-utils)");
-            assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("run htpasswd (apache2-utils)");
+            assert!(
+                out.status.success(),
+                "htpasswd failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, &out.stdout).unwrap();
             auth_yaml = format!(
@@ -61,7 +71,12 @@ impl Registry {
                 .stderr(app)
                 .spawn()
                 .expect("spawn /usr/bin/docker-registry (install the docker-registry package)");
-            let mut reg = Registry { dir, child: Some(child), port, auth: auth.clone() };
+            let mut reg = Registry {
+                dir,
+                child: Some(child),
+                port,
+                auth: auth.clone(),
+            };
             match reg.wait_ready().await {
                 Ok(()) => return reg,
                 Err(e) => {
@@ -81,7 +96,10 @@ impl Registry {
         let client = reqwest::Client::new();
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!("registry exited with {st}: {}", tail_file(&self.app_log_path(), 20)));
+                return Err(format!(
+                    "registry exited with {st}: {}",
+                    tail_file(&self.app_log_path(), 20)
+                ));
             }
             let log = std::fs::read_to_string(self.app_log_path()).unwrap_or_default();
             if log.contains(&listening) {
@@ -93,7 +111,10 @@ impl Registry {
                 }
             }
             if start.elapsed() > Duration::from_secs(20) {
-                return Err(format!("registry not ready after 20 s: {}", tail_file(&self.app_log_path(), 20)));
+                return Err(format!(
+                    "registry not ready after 20 s: {}",
+                    tail_file(&self.app_log_path(), 20)
+                ));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -121,7 +142,11 @@ impl Registry {
     /// Path of a stored blob's data file inside the registry storage.
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = super::hex_of(digest);
-        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+        self.storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
     pub fn access_log_path(&self) -> PathBuf {
         self.dir.path().join("access.log")
@@ -151,9 +176,27 @@ impl Registry {
             })
             .collect()
     }
+    /// Like [`blob_get_statuses`](Self::blob_get_statuses), for use after the client is done:
+    /// the access-log line is written when the registry's handler returns, which can be a moment
+    /// after the client has read the whole body. Waits (up to 10 s) for at least one line, then
+    /// 300 ms more so late duplicates show up too.
+    pub async fn settled_blob_gets(&self, repo: &str, digest: &str) -> Vec<u16> {
+        let start = Instant::now();
+        while self.blob_get_statuses(repo, digest).is_empty()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.blob_get_statuses(repo, digest)
+    }
+
     /// Number of successful (200) `GET /v2/<repo>/blobs/<digest>` requests.
     pub fn blob_get_count(&self, repo: &str, digest: &str) -> usize {
-        self.blob_get_statuses(repo, digest).iter().filter(|s| **s == 200).count()
+        self.blob_get_statuses(repo, digest)
+            .iter()
+            .filter(|s| **s == 200)
+            .count()
     }
     pub fn auth(&self) -> Option<(String, String)> {
         self.auth.clone()
@@ -196,7 +239,11 @@ pub struct Pusher {
 
 impl Pusher {
     pub fn new(base_url: &str, auth: Option<(String, String)>) -> Pusher {
-        Pusher { base: base_url.trim_end_matches('/').to_string(), auth, http: reqwest::Client::new() }
+        Pusher {
+            base: base_url.trim_end_matches('/').to_string(),
+            auth,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
@@ -211,7 +258,10 @@ impl Pusher {
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256_digest(data);
         let head = self
-            .req(reqwest::Method::HEAD, &format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .req(
+                reqwest::Method::HEAD,
+                &format!("{}/v2/{repo}/blobs/{digest}", self.base),
+            )
             .send()
             .await
             .expect("HEAD blob");
@@ -219,12 +269,26 @@ impl Pusher {
             return digest;
         }
         let r = self
-            .req(reqwest::Method::POST, &format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .req(
+                reqwest::Method::POST,
+                &format!("{}/v2/{repo}/blobs/uploads/", self.base),
+            )
             .send()
             .await
             .expect("POST blob upload");
-        assert_eq!(r.status().as_u16(), 202, "start upload: {:?}", r.text().await);
-        let loc = r.headers().get("location").expect("upload Location header").to_str().unwrap().to_string();
+        assert_eq!(
+            r.status().as_u16(),
+            202,
+            "start upload: {:?}",
+            r.text().await
+        );
+        let loc = r
+            .headers()
+            .get("location")
+            .expect("upload Location header")
+            .to_str()
+            .unwrap()
+            .to_string();
         let mut url = if loc.starts_with("http://") || loc.starts_with("https://") {
             loc
         } else {
@@ -247,19 +311,40 @@ impl Pusher {
 
     /// PUT a manifest (or index) under `reference` (a tag or a digest). Returns the digest the
     /// registry reports.
-    pub async fn push_manifest(&self, repo: &str, reference: &str, body: &[u8], media_type: &str) -> String {
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        body: &[u8],
+        media_type: &str,
+    ) -> String {
         let r = self
-            .req(reqwest::Method::PUT, &format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .req(
+                reqwest::Method::PUT,
+                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
+            )
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()
             .await
             .expect("PUT manifest");
         let st = r.status().as_u16();
-        let dg = r.headers().get("docker-content-digest").map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(st, 201, "PUT manifest {repo}:{reference}: {:?}", r.text().await);
+        let dg = r
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            st,
+            201,
+            "PUT manifest {repo}:{reference}: {:?}",
+            r.text().await
+        );
         let dg = dg.unwrap_or_else(|| sha256_digest(body));
-        assert_eq!(dg, sha256_digest(body), "registry computed a different manifest digest");
+        assert_eq!(
+            dg,
+            sha256_digest(body),
+            "registry computed a different manifest digest"
+        );
         dg
     }
 
@@ -270,7 +355,8 @@ impl Pusher {
             self.push_blob(repo, &l.blob).await;
         }
         self.push_blob(repo, &img.config).await;
-        self.push_manifest(repo, tag, &img.manifest, &img.manifest_media_type).await
+        self.push_manifest(repo, tag, &img.manifest, &img.manifest_media_type)
+            .await
     }
 
     /// Push every platform image by digest and then the index / manifest list under `tag`.
@@ -280,7 +366,8 @@ impl Pusher {
             let d = img.manifest_digest.clone();
             self.push_image(repo, &d, img).await;
         }
-        self.push_manifest(repo, tag, &idx.manifest, &idx.media_type).await
+        self.push_manifest(repo, tag, &idx.manifest, &idx.media_type)
+            .await
     }
 }
 
