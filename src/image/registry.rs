@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
@@ -113,12 +113,11 @@ impl RegistrySession {
     /// bytes; the caller verifies them against the digest it expects.
     pub async fn fetch_manifest(&self, digest: Option<&str>) -> Result<bytes::Bytes, RegistryFailure> {
         let reference = self.reference_for(digest);
-        let (bytes, _digest) = self
-            .client
-            .pull_manifest_raw(&reference, &self.auth, &ACCEPTED_MANIFEST_TYPES)
-            .await
-            .map_err(|e| self.failure(e))?;
-        Ok(bytes)
+        let result = self.client.pull_manifest_raw(&reference, &self.auth, &ACCEPTED_MANIFEST_TYPES).await;
+        match result {
+            Ok((bytes, _digest)) => Ok(bytes),
+            Err(e) => Err(self.failure(e).await),
+        }
     }
 
     /// Fetch a small blob (config) into memory.
@@ -138,7 +137,10 @@ impl RegistrySession {
         self.client
             .store_auth_if_needed(reference.resolve_registry(), &self.auth)
             .await;
-        self.client.pull_blob_stream(&reference, digest).await.map_err(|e| self.failure(e))
+        match self.client.pull_blob_stream(&reference, digest).await {
+            Ok(stream) => Ok(stream),
+            Err(e) => Err(self.failure(e).await),
+        }
     }
 
     /// The next chunk of a blob stream, or a timeout failure when the registry goes quiet for longer than
@@ -165,14 +167,41 @@ impl RegistrySession {
         }
     }
 
-    fn failure(&self, err: OciDistributionError) -> RegistryFailure {
+    async fn failure(&self, err: OciDistributionError) -> RegistryFailure {
         let kind = classify(&err);
         let message = match &err {
             // reqwest's Display hides the cause (e.g. "connection refused"); show the whole chain.
             OciDistributionError::RequestError(e) => error_chain(e),
+            // oci-client drops the registry's 401 body; fetch it once more so the user sees the
+            // registry's own words ("authentication required", "invalid credentials", …).
+            OciDistributionError::UnauthorizedError { url } => match self.registry_message(url).await {
+                Some(said) => format!("{said} (HTTP 401 from {url})"),
+                None => err.to_string(),
+            },
             other => other.to_string(),
         };
         RegistryFailure { host: self.endpoint.host.clone(), kind, message }
+    }
+
+    /// The error messages of a registry's error envelope for `url`, requested with the same credentials.
+    async fn registry_message(&self, url: &str) -> Option<String> {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.endpoint.skip_verify)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok()?;
+        let mut request = client.get(url);
+        if let RegistryAuth::Basic(user, pass) = &self.auth {
+            request = request.basic_auth(user, Some(pass));
+        }
+        let body = request.send().await.ok()?.bytes().await.ok()?;
+        let envelope: OciEnvelope = serde_json::from_slice(&body).ok()?;
+        let messages: Vec<String> = envelope
+            .errors
+            .iter()
+            .map(|e| if e.message.is_empty() { format!("{:?}", e.code) } else { e.message.clone() })
+            .collect();
+        (!messages.is_empty()).then(|| messages.join("; "))
     }
 }
 
