@@ -174,7 +174,15 @@ impl ImageManager {
         let endpoints = self.registry.endpoints_for(reference.registry())?;
         let mut failures = Vec::new();
         for endpoint in endpoints.iter().filter(|e| e.can_pull && (e.can_resolve || reference.digest().is_some())) {
-            let session = RegistrySession::new(endpoint, &reference, auth.clone(), self.settings.pull_progress_timeout());
+            let connected =
+                RegistrySession::connect(endpoint, &reference, credentials, auth.clone(), self.settings.pull_progress_timeout()).await;
+            let session = match connected {
+                Ok(session) => session,
+                Err(failure) => {
+                    failures.push(failure);
+                    continue;
+                }
+            };
             match self.pull_from(&session, &reference).await {
                 Ok(id) => {
                     self.remember_finished(&key, &id);

@@ -46,17 +46,13 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The oci-client auth to use. `registry_token` is a bearer token sent as-is; `auth` and
-    /// username/password become Basic credentials, which oci-client uses for a Basic challenge or to
-    /// obtain a bearer token from the realm of a Bearer challenge. An identity token is an OAuth2
-    /// refresh token: Docker sends it as the password of the `<token>` user, which registries that
-    /// issue identity tokens accept on their token endpoint.
+    /// The oci-client auth for everything but an identity token (which needs a token exchange per
+    /// endpoint, see `RegistrySession::connect`). `registry_token` is a bearer token sent as-is; `auth`
+    /// and username/password become Basic credentials, which oci-client uses for a Basic challenge or to
+    /// obtain a bearer token from the realm of a Bearer challenge.
     pub fn to_registry_auth(&self) -> Result<RegistryAuth, String> {
         if !self.registry_token.is_empty() {
             return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
-        }
-        if !self.identity_token.is_empty() {
-            return Ok(RegistryAuth::Basic("<token>".into(), self.identity_token.clone()));
         }
         if !self.auth.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -94,6 +90,107 @@ impl RegistrySession {
             ..Default::default()
         };
         RegistrySession { client: Client::new(config), endpoint: endpoint.clone(), auth, image: image.clone() }
+    }
+
+    /// Like `new`, but when the credentials carry an identity token (an OAuth2 refresh token, as
+    /// `docker login` stores for some registries) first exchange it at this endpoint's token realm for
+    /// an access token.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        image: &ImageRef,
+        credentials: &Credentials,
+        auth: RegistryAuth,
+        progress_timeout: Duration,
+    ) -> Result<RegistrySession, RegistryFailure> {
+        let mut session = RegistrySession::new(endpoint, image, auth, progress_timeout);
+        if !credentials.identity_token.is_empty() && credentials.registry_token.is_empty() {
+            let token = session.exchange_identity_token(&credentials.identity_token).await?;
+            session.auth = RegistryAuth::Bearer(token);
+        }
+        Ok(session)
+    }
+
+    fn http(&self) -> Result<reqwest::Client, RegistryFailure> {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.endpoint.skip_verify)
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("cri-lxc/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| self.other(format!("building an HTTP client: {}", error_chain(&e))))
+    }
+
+    fn other(&self, message: String) -> RegistryFailure {
+        RegistryFailure { host: self.endpoint.host.clone(), kind: FailureKind::Other, message }
+    }
+
+    /// OAuth2 refresh-token grant per the distribution token spec (oauth.md): read the Bearer challenge
+    /// from `/v2/`, POST `grant_type=refresh_token` to its realm; registries whose token service only
+    /// speaks the older GET flow (404/405 to the POST) get the token as Basic password of `<token>`,
+    /// which is what the Docker CLI sends in that case.
+    async fn exchange_identity_token(&self, identity_token: &str) -> Result<String, RegistryFailure> {
+        let http = self.http()?;
+        let scheme = if self.endpoint.plain_http { "http" } else { "https" };
+        let ping = format!("{scheme}://{}/v2/", self.endpoint.host);
+        let response = http.get(&ping).send().await.map_err(|e| self.request_failure(&e))?;
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_bearer_challenge)
+            .ok_or_else(|| RegistryFailure {
+                host: self.endpoint.host.clone(),
+                kind: FailureKind::Unauthorized,
+                message: "an identity token was given, but the registry offers no Bearer token service".into(),
+            })?;
+        let scope = format!("repository:{}:pull", self.image.repository());
+        let service = challenge.service.clone().unwrap_or_default();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", identity_token),
+            ("service", service.as_str()),
+            ("scope", scope.as_str()),
+            ("client_id", "cri-lxc"),
+        ];
+        let mut response = http.post(&challenge.realm).form(&form).send().await.map_err(|e| self.request_failure(&e))?;
+        if matches!(response.status().as_u16(), 404 | 405) {
+            let query = [("service", service.as_str()), ("scope", scope.as_str())];
+            response = http
+                .get(&challenge.realm)
+                .query(&query)
+                .basic_auth("<token>", Some(identity_token))
+                .send()
+                .await
+                .map_err(|e| self.request_failure(&e))?;
+        }
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.request_failure(&e))?;
+        if !status.is_success() {
+            let said = envelope_messages(&body).unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+            return Err(RegistryFailure {
+                host: self.endpoint.host.clone(),
+                kind: if matches!(status.as_u16(), 401 | 403) { FailureKind::Unauthorized } else { FailureKind::Other },
+                message: format!("identity token refused by {}: HTTP {status}: {said}", challenge.realm),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            #[serde(default)]
+            access_token: String,
+            #[serde(default)]
+            token: String,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| self.other(format!("token response from {} is not JSON: {e}", challenge.realm)))?;
+        let token = if parsed.access_token.is_empty() { parsed.token } else { parsed.access_token };
+        if token.is_empty() {
+            return Err(self.other(format!("token response from {} has no access_token", challenge.realm)));
+        }
+        Ok(token)
+    }
+
+    fn request_failure(&self, e: &reqwest::Error) -> RegistryFailure {
+        let kind = if e.is_connect() || e.is_timeout() { FailureKind::Unreachable } else { FailureKind::Other };
+        RegistryFailure { host: self.endpoint.host.clone(), kind, message: error_chain(e) }
     }
 
     pub fn host(&self) -> &str {
@@ -185,24 +282,67 @@ impl RegistrySession {
 
     /// The error messages of a registry's error envelope for `url`, requested with the same credentials.
     async fn registry_message(&self, url: &str) -> Option<String> {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(self.endpoint.skip_verify)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .ok()?;
-        let mut request = client.get(url);
+        let mut request = self.http().ok()?.get(url);
         if let RegistryAuth::Basic(user, pass) = &self.auth {
             request = request.basic_auth(user, Some(pass));
         }
         let body = request.send().await.ok()?.bytes().await.ok()?;
-        let envelope: OciEnvelope = serde_json::from_slice(&body).ok()?;
-        let messages: Vec<String> = envelope
-            .errors
-            .iter()
-            .map(|e| if e.message.is_empty() { format!("{:?}", e.code) } else { e.message.clone() })
-            .collect();
-        (!messages.is_empty()).then(|| messages.join("; "))
+        envelope_messages(&body)
     }
+}
+
+/// The messages of a distribution-spec error envelope (`{"errors":[{"code":…,"message":…}]}`).
+fn envelope_messages(body: &[u8]) -> Option<String> {
+    let envelope: OciEnvelope = serde_json::from_slice(body).ok()?;
+    let messages: Vec<String> = envelope
+        .errors
+        .iter()
+        .map(|e| if e.message.is_empty() { format!("{:?}", e.code) } else { e.message.clone() })
+        .collect();
+    (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+#[derive(Debug, PartialEq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+/// `Bearer realm="https://auth.example/token",service="registry.example",scope="…"` (RFC 6750 §3).
+fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let rest = header.trim().strip_prefix("Bearer").or_else(|| header.trim().strip_prefix("bearer"))?;
+    let mut realm = None;
+    let mut service = None;
+    let mut chars = rest.trim().chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let value: String = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut v = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => v.extend(chars.next()),
+                    '"' => break,
+                    c => v.push(c),
+                }
+            }
+            v
+        } else {
+            chars.by_ref().take_while(|c| *c != ',').collect::<String>().trim().to_string()
+        };
+        match key.as_str() {
+            "realm" => realm = Some(value),
+            "service" => service = Some(value),
+            _ => {}
+        }
+    }
+    Some(BearerChallenge { realm: realm?, service })
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -252,9 +392,21 @@ mod tests {
         assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Basic(u, p) if u == "u" && p == "p:x"));
         let c = Credentials { username: "a".into(), password: "b".into(), registry_token: "t".into(), ..Default::default() };
         assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Bearer(t) if t == "t"));
+        // An identity token is exchanged per endpoint, not turned into Basic credentials here.
         let c = Credentials { identity_token: "i".into(), ..Default::default() };
-        assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Basic(u, p) if u == "<token>" && p == "i"));
+        assert!(matches!(c.to_registry_auth().unwrap(), RegistryAuth::Anonymous));
         assert!(Credentials { auth: "%%%".into(), ..Default::default() }.to_registry_auth().is_err());
         assert!(matches!(Credentials::default().to_registry_auth().unwrap(), RegistryAuth::Anonymous));
+    }
+
+    #[test]
+    fn bearer_challenge_parsing() {
+        let c = parse_bearer_challenge(r#"Bearer realm="http://127.0.0.1:1/token",service="reg, x",scope="repository:a:pull""#).unwrap();
+        assert_eq!(c, BearerChallenge { realm: "http://127.0.0.1:1/token".into(), service: Some("reg, x".into()) });
+        let c = parse_bearer_challenge("Bearer realm=http://a/t,service=s").unwrap();
+        assert_eq!(c.realm, "http://a/t");
+        assert_eq!(c.service.as_deref(), Some("s"));
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
+        assert_eq!(parse_bearer_challenge(r#"Bearer service="x""#), None);
     }
 }
