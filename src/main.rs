@@ -77,8 +77,8 @@ fn run_daemon(config: Config) -> ExitCode {
     match runtime.block_on(cri_lxc::daemon::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "daemon failed");
-            eprintln!("cri-lxc: {e}");
+            // The log goes to stderr already; one line is enough.
+            tracing::error!("cri-lxc: {e}");
             ExitCode::FAILURE
         }
     }

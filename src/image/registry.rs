@@ -11,7 +11,7 @@ use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use super::manifest::ACCEPTED_MANIFEST_TYPES;
 use super::reference::ImageRef;
@@ -106,6 +106,14 @@ impl RegistrySession {
         if !credentials.identity_token.is_empty() && credentials.registry_token.is_empty() {
             let token = session.exchange_identity_token(&credentials.identity_token).await?;
             session.auth = RegistryAuth::Bearer(token);
+        }
+        if matches!(session.auth, RegistryAuth::Basic(..)) {
+            // Authenticate up front: oci-client's lazy authentication discards a token service's refusal
+            // ("invalid username or password") and reports only the registry's later 401.
+            let reference = session.reference_for(None);
+            if let Err(e) = session.client.auth(&reference, &session.auth, RegistryOperation::Pull).await {
+                return Err(session.failure(e).await);
+            }
         }
         Ok(session)
     }
@@ -275,6 +283,9 @@ impl RegistrySession {
                 Some(said) => format!("{said} (HTTP 401 from {url})"),
                 None => err.to_string(),
             },
+            OciDistributionError::AuthenticationFailure(body) => {
+                format!("token service refused the credentials: {}", envelope_messages(body.as_bytes()).unwrap_or_else(|| body.trim().to_string()))
+            }
             other => other.to_string(),
         };
         RegistryFailure { host: self.endpoint.host.clone(), kind, message }

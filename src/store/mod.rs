@@ -46,6 +46,8 @@ const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 pub enum StoreError {
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("store {path} is locked by another process: is another cri-lxc daemon using this root dir?")]
+    Locked { path: PathBuf },
     #[error("store {path} has schema version {found}, newer than this cri-lxc understands ({supported})")]
     TooNew { path: PathBuf, found: u32, supported: u32 },
     #[error("store: {0}")]
@@ -70,7 +72,10 @@ impl Store {
     /// Open (or create) the store file and check its schema version. redb recovers an interrupted
     /// transaction on open, so a kill -9 leaves the last committed state.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let db = Database::create(path).map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_path_buf() },
+            source => StoreError::Open { path: path.to_path_buf(), source },
+        })?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

@@ -27,18 +27,29 @@ impl Daemon {
     /// `--root <tmp>/root --state <tmp>/state --socket <tmp>/cri.sock`; waits until the socket
     /// exists and a `Version` RPC succeeds.
     pub async fn start(config_toml: &str) -> Daemon {
+        let mut d = Daemon::unstarted(config_toml);
+        d.spawn().await;
+        d
+    }
+
+    /// Like [`Daemon::start`] but without starting the process: the temp dir and config file
+    /// exist, so a test can prepare the dir (e.g. leave a stale socket) before [`Daemon::launch`].
+    pub fn unstarted(config_toml: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("cri-lxc-daemon-")
             .tempdir()
             .expect("tempdir");
         std::fs::write(dir.path().join("config.toml"), config_toml).unwrap();
-        let mut d = Daemon {
+        Daemon {
             dir,
             child: None,
             starts: 0,
-        };
-        d.spawn().await;
-        d
+        }
+    }
+
+    /// Start the (not running) daemon and wait until it is ready.
+    pub async fn launch(&mut self) {
+        self.spawn().await;
     }
 
     /// Start with a minimal config (debug logging, defaults otherwise).
@@ -162,8 +173,14 @@ impl Daemon {
 
     /// SIGTERM the daemon and wait (up to 30 s, then panic) for it to exit. Returns its status.
     pub async fn sigterm_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait(Signal::SIGTERM).await
+    }
+
+    /// Send `sig` to the daemon and wait (up to 30 s, then panic) for it to exit. Returns its
+    /// status.
+    pub async fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut c = self.child.take().expect("daemon not running");
-        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(c.id() as i32), sig);
         let start = Instant::now();
         loop {
             if let Some(st) = c.try_wait().unwrap() {
@@ -173,7 +190,7 @@ impl Daemon {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "cri-lxc did not exit within 30 s of SIGTERM\n{}",
+                    "cri-lxc did not exit within 30 s of {sig}\n{}",
                     tail_file(&self.log_path(), 60)
                 );
             }

@@ -3,7 +3,8 @@
 //! * [`Registry`]: a real `docker-registry` (distribution 2.8) on 127.0.0.1 in a temp dir,
 //!   optionally with htpasswd auth; its access log is captured so tests can count blob GETs.
 //! * [`FakeRegistry`]: a tiny raw-HTTP registry (GET/HEAD only) served from memory, whose blob
-//!   responses can be corrupted, stalled or throttled.
+//!   responses can be corrupted, stalled or throttled; optionally protected by the Docker
+//!   bearer-token protocol with its own token endpoint ([`TokenAuth`], [`AuthPath`]).
 //! * [`LayerBuilder`] / [`ImageBuilder`] / [`build_index`]: build OCI or Docker v2 schema2
 //!   images (and indexes / manifest lists) in memory, push them with [`Pusher`].
 //! * [`Daemon`]: runs the `cri-lxc` binary in its own temp dir and hands out CRI clients.
@@ -18,7 +19,7 @@ pub mod image;
 pub mod registry;
 
 pub use daemon::Daemon;
-pub use fake_registry::{BlobBehaviour, FakeRegistry};
+pub use fake_registry::{AuthPath, BlobBehaviour, FakeRegistry, TokenAuth, TokenRequest};
 pub use image::{
     build_index, chain_ids, random_bytes, BuiltImage, BuiltIndex, Compression, Format,
     ImageBuilder, Layer, LayerBuilder,
