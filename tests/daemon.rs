@@ -576,3 +576,45 @@ async fn daemon_log_of_a_clean_run_has_no_errors() {
         "the log should say why it stopped:\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// systemd readiness
+
+/// `Type=notify`: the daemon sends `READY=1` to `$NOTIFY_SOCKET` once its gRPC socket accepts
+/// connections (checked by connecting right after the notification arrives), and `STOPPING=1` on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn sd_notify_ready_after_the_socket_serves() {
+    let dir = tempdir();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let socket = dir.path().join("cri.sock");
+    let mut child = std::process::Command::new(BIN)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .expect("spawn daemon");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("no sd_notify message within 20 s");
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(message.lines().any(|l| l == "READY=1"), "expected READY=1, got {message:?}");
+    // Ready means served: a CRI call succeeds without any retry.
+    let mut client = CriClient::connect(&socket).await.expect("socket accepts right after READY=1");
+    let version = client.runtime.version(VersionRequest::default()).await.expect("Version after READY=1");
+    assert_eq!(version.into_inner().runtime_name, "cri-lxc");
+
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
+    assert!(String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "STOPPING=1"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit {status:?}: {}", tail_file(&dir.path().join("daemon.log"), 20));
+}
