@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod grpc;
 pub mod image;
 pub mod keyed_mutex;
+pub mod model;
 pub mod store;

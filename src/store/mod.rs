@@ -10,6 +10,9 @@
 //! | `images`      | image id (`sha256:<config digest>`)   | `ImageRecord`                 |
 //! | `image_names` | repo tag or repo digest               | image id (UTF-8)              |
 //! | `layers`      | chain id (`sha256:<hex>`)             | `LayerRecord`                 |
+//! | `sandboxes`   | pod sandbox id                        | `SandboxRecord`               |
+//! | `containers`  | container id                          | `ContainerRecord`             |
+//! | `names`       | `sandbox/<name>` or `container/<name>`| the id holding the name       |
 //!
 //! Invariants kept by writing them in one transaction each: every `image_names` entry points to an
 //! existing image whose `repo_tags`/`repo_digests` contain that name; every layer an image references
@@ -17,7 +20,10 @@
 //! place (so a crash leaves at worst an unreferenced directory, which start-up garbage collection
 //! removes, never a record without its files).
 //!
-//! Version history: 1 — images and layers.
+//! Names are reserved in the same transaction that creates the record and released in the one that
+//! deletes it, so a name is never held by a missing object nor given to two.
+//!
+//! Version history: 1 — images and layers. 2 — sandboxes, containers, name reservations.
 //!
 //! Must not depend on grpc/ or cri/: it stores records, it does not decide CRI semantics.
 
@@ -32,15 +38,18 @@ use std::sync::Arc;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use records::{ImageRecord, LayerRecord};
+use records::{ContainerRecord, ImageRecord, LayerRecord, SandboxRecord};
 
 /// Schema version written by this build; see the version history above.
-pub const RECORD_SCHEMA_VERSION: u32 = 1;
+pub const RECORD_SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const IMAGE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("image_names");
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +61,8 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: u32, supported: u32 },
     #[error("store: {0}")]
     Db(#[from] redb::Error),
+    #[error("name {name:?} is reserved for {holder}")]
+    NameReserved { name: String, holder: String },
     #[error("store record {table}/{key} is corrupt: {source}")]
     Decode { table: &'static str, key: String, source: prost::DecodeError },
 }
@@ -94,6 +105,9 @@ impl Store {
             txn.open_table(IMAGES)?;
             txn.open_table(IMAGE_NAMES)?;
             txn.open_table(LAYERS)?;
+            txn.open_table(SANDBOXES)?;
+            txn.open_table(CONTAINERS)?;
+            txn.open_table(NAMES)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -239,6 +253,86 @@ impl Store {
         Ok(())
     }
 
+    // ---- sandboxes and containers ----
+
+    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        self.list(SANDBOXES, "sandboxes")
+    }
+
+    pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        self.get(SANDBOXES, "sandboxes", id)
+    }
+
+    /// Reserve the sandbox's name and write its first record, atomically.
+    pub fn create_sandbox(&self, record: &SandboxRecord) -> Result<(), StoreError> {
+        self.create_named(SANDBOXES, &format!("sandbox/{}", record.name), &record.id, &record.encode_to_vec())
+    }
+
+    pub fn update_sandbox(&self, record: &SandboxRecord) -> Result<(), StoreError> {
+        self.put(SANDBOXES, &record.id, &record.encode_to_vec())
+    }
+
+    /// Delete the record and release its name.
+    pub fn remove_sandbox(&self, record: &SandboxRecord) -> Result<(), StoreError> {
+        self.remove_named(SANDBOXES, &format!("sandbox/{}", record.name), &record.id)
+    }
+
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        self.list(CONTAINERS, "containers")
+    }
+
+    pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        self.get(CONTAINERS, "containers", id)
+    }
+
+    pub fn create_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        self.create_named(CONTAINERS, &format!("container/{}", record.name), &record.id, &record.encode_to_vec())
+    }
+
+    pub fn update_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        self.put(CONTAINERS, &record.id, &record.encode_to_vec())
+    }
+
+    pub fn remove_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        self.remove_named(CONTAINERS, &format!("container/{}", record.name), &record.id)
+    }
+
+    fn create_named(&self, table: TableDefinition<&str, &[u8]>, name: &str, id: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut names = txn.open_table(NAMES)?;
+            let holder = names.get(name)?.map(|v| v.value().to_string());
+            if let Some(holder) = holder.filter(|h| h != id) {
+                return Err(StoreError::NameReserved { name: name.to_string(), holder });
+            }
+            names.insert(name, id)?;
+            txn.open_table(table)?.insert(id, value)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn remove_named(&self, table: TableDefinition<&str, &[u8]>, name: &str, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut names = txn.open_table(NAMES)?;
+            let holder = names.get(name)?.map(|v| v.value().to_string());
+            if holder.as_deref() == Some(id) {
+                names.remove(name)?;
+            }
+            txn.open_table(table)?.remove(id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn put(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     // ---- typed access shared by the record tables ----
 
     fn get<M: Message + Default>(&self, table: TableDefinition<&str, &[u8]>, name: &'static str, key: &str) -> Result<Option<M>, StoreError> {
@@ -300,6 +394,27 @@ mod tests {
         assert!(store.remove_image("sha256:b").unwrap().is_some());
         assert_eq!(store.image_id_by_name("r/x:3").unwrap(), None);
         assert_eq!(store.images().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn names_are_reserved_with_the_record_and_released_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let a = SandboxRecord { id: "a".into(), name: "pod_ns_uid_0".into(), ..Default::default() };
+        let b = SandboxRecord { id: "b".into(), name: "pod_ns_uid_0".into(), ..Default::default() };
+        store.create_sandbox(&a).unwrap();
+        assert!(matches!(store.create_sandbox(&b), Err(StoreError::NameReserved { holder, .. }) if holder == "a"));
+        assert!(store.sandbox("b").unwrap().is_none(), "a refused reservation writes nothing");
+        store.remove_sandbox(&a).unwrap();
+        store.create_sandbox(&b).unwrap();
+        assert_eq!(store.sandboxes().unwrap().len(), 1);
+        // Containers reserve in their own namespace of names.
+        let c = ContainerRecord { id: "c".into(), name: "pod_ns_uid_0".into(), ..Default::default() };
+        store.create_container(&c).unwrap();
+        let mut c2 = c.clone();
+        c2.exit_code = 3;
+        store.update_container(&c2).unwrap();
+        assert_eq!(store.container("c").unwrap().unwrap().exit_code, 3);
     }
 
     #[test]

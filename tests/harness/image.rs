@@ -319,6 +319,7 @@ pub struct ImageBuilder {
     cmd: Option<Vec<String>>,
     working_dir: Option<String>,
     labels: Vec<(String, String)>,
+    stop_signal: Option<String>,
     created: String,
 }
 
@@ -342,6 +343,7 @@ impl ImageBuilder {
             cmd: Some(vec!["/bin/sh".into()]),
             working_dir: None,
             labels: Vec::new(),
+            stop_signal: None,
             created: "2020-01-01T00:00:00Z".into(),
         }
     }
@@ -385,6 +387,21 @@ impl ImageBuilder {
         self.labels.push((k.into(), v.into()));
         self
     }
+    /// Drop every `Env` entry (including the default `PATH`), e.g. before setting a custom list.
+    pub fn clear_env(mut self) -> Self {
+        self.env.clear();
+        self
+    }
+    /// No `Cmd` in the config at all (the default is `["/bin/sh"]`).
+    pub fn no_cmd(mut self) -> Self {
+        self.cmd = None;
+        self
+    }
+    /// `config.StopSignal`, e.g. `SIGUSR1`.
+    pub fn stop_signal(mut self, s: &str) -> Self {
+        self.stop_signal = Some(s.into());
+        self
+    }
 
     pub fn config_json(&self) -> Vec<u8> {
         let mut cfg = serde_json::Map::new();
@@ -400,6 +417,9 @@ impl ImageBuilder {
         }
         if let Some(w) = &self.working_dir {
             cfg.insert("WorkingDir".into(), json!(w));
+        }
+        if let Some(s) = &self.stop_signal {
+            cfg.insert("StopSignal".into(), json!(s));
         }
         if !self.labels.is_empty() {
             let m: serde_json::Map<String, Value> = self
