@@ -10,4 +10,5 @@ pub mod grpc;
 pub mod image;
 pub mod keyed_mutex;
 pub mod model;
+pub mod runtime;
 pub mod store;
