@@ -8,6 +8,7 @@ mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod rollback;
 mod runtime_config;
 mod runtime_status;
 mod version;

@@ -9,6 +9,7 @@
 
 pub mod content;
 pub mod manifest;
+pub mod passwd;
 pub mod reference;
 pub mod registry;
 pub mod registry_hosts;

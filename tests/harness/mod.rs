@@ -8,14 +8,20 @@
 //! * [`LayerBuilder`] / [`ImageBuilder`] / [`build_index`]: build OCI or Docker v2 schema2
 //!   images (and indexes / manifest lists) in memory, push them with [`Pusher`].
 //! * [`Daemon`]: runs the `cri-lxc` binary in its own temp dir and hands out CRI clients.
+//! * [`busybox::busybox_image`]: a runnable image (the host's static busybox, passwd/group).
+//! * [`pods::Fixture`] / [`pods::Cri`]: registry + daemon + pulled busybox, RuntimeService helpers
+//!   (pod/container configs as kubelet builds them, `wait_state`, `exec_ok`), a strict CRI log
+//!   parser, and the leak check run after every pod is removed.
 //!
 //! Every object owns its temp dirs and child processes; nothing is global, so tests can run in
 //! parallel threads of one test binary.
 #![allow(dead_code, unused_imports)]
 
+pub mod busybox;
 pub mod daemon;
 pub mod fake_registry;
 pub mod image;
+pub mod pods;
 pub mod registry;
 
 pub use daemon::Daemon;
