@@ -10,5 +10,6 @@ pub mod grpc;
 pub mod image;
 pub mod keyed_mutex;
 pub mod model;
+pub mod network;
 pub mod runtime;
 pub mod store;

@@ -39,6 +39,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Helper processes first: they fork through liblxc and must stay single-threaded, so they run
+    // before clap, tracing or tokio set anything up.
+    if let Some(code) = run_helper_subcommand() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let overrides = Overrides { socket: cli.socket, root: cli.root, state: cli.state, log_level: cli.log_level };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
@@ -59,6 +64,20 @@ fn main() -> ExitCode {
         }
         None => run_daemon(config),
     }
+}
+
+/// `__monitor <spec>`, `__monitor-start <spec> <result>`, `__exec <context> -- argv…`: the hidden
+/// subcommands the daemon re-executes itself as. None when this is not one of them.
+fn run_helper_subcommand() -> Option<i32> {
+    use cri_lxc::runtime::lxc::{exec, monitor};
+    let args: Vec<String> = std::env::args().collect();
+    let code = match (args.get(1).map(String::as_str), args.len()) {
+        (Some(monitor::MONITOR_SUBCOMMAND), 3) => monitor::run_monitor(std::path::Path::new(&args[2])),
+        (Some(monitor::START_SUBCOMMAND), 4) => monitor::run_start_helper(std::path::Path::new(&args[2]), std::path::Path::new(&args[3])),
+        (Some(exec::EXEC_SUBCOMMAND), _) => exec::run_exec_helper(&args[2..]),
+        _ => return None,
+    };
+    Some(code)
 }
 
 fn run_daemon(config: Config) -> ExitCode {

@@ -4,6 +4,7 @@
 //!
 //! Must not depend on cri/ or grpc/: the runtime knows processes, files and LXC, not CRI semantics.
 
+pub mod lxc;
 pub mod namespaces;
 
 use std::path::PathBuf;

@@ -1,0 +1,230 @@
+//! ExecSync: a command run inside a running container through liblxc attach, in a re-executed
+//! single-threaded helper (`cri-lxc __exec <exec.json> -- argv…`) because attach forks. The helper's
+//! stdout/stderr are the command's; its exit code is the command's (128+signal when killed), or
+//! `HELPER_FAILURE` with a message on stderr when it could not attach at all.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::ffi::{self, AttachOptions, EnvPolicy, LxcContainer};
+use crate::runtime::{ExecOutput, RuntimeError};
+
+pub const EXEC_SUBCOMMAND: &str = "__exec";
+/// Exit code of the helper when it failed before the command ran (like `docker exec`'s 126/127 family).
+pub const HELPER_FAILURE: i32 = 125;
+
+/// What an exec needs to run as the container's own process would: its env, user and cwd.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecContext {
+    pub name: String,
+    pub lxcpath: PathBuf,
+    pub rootfs: PathBuf,
+    pub env: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub cwd: String,
+    /// The container's own executable, checked before start.
+    pub argv0: String,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ExecContext {
+    fn path_var(&self) -> &str {
+        self.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+    }
+
+    /// runc's check before exec, done against the rootfs from outside: an executable must exist
+    /// (looked up in the container's PATH when it has no slash).
+    pub fn check_executable(&self) -> Result<(), String> {
+        let name = self.argv0.as_str();
+        if name.is_empty() {
+            return Err("no command specified: neither the image nor the container config has one".into());
+        }
+        let candidates: Vec<String> = if name.contains('/') {
+            let base = if name.starts_with('/') { String::new() } else { format!("{}/", self.cwd.trim_end_matches('/')) };
+            vec![format!("{base}{name}")]
+        } else {
+            self.path_var().split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{name}", d.trim_end_matches('/'))).collect()
+        };
+        for c in &candidates {
+            if let Some(host) = resolve_in_root(&self.rootfs, c) {
+                use std::os::unix::fs::PermissionsExt;
+                if host.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
+                    return Ok(());
+                }
+            }
+        }
+        if name.contains('/') {
+            Err(format!("exec: {name:?}: no such file or directory"))
+        } else {
+            Err(format!("exec: {name:?}: executable file not found in $PATH"))
+        }
+    }
+}
+
+/// The host path of `path` as seen inside `root`: symlinks are followed with `root` as `/` (an
+/// absolute link target restarts at `root`, `..` stops at it), at most 40 of them.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut pending: Vec<String> = path.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        match comp.as_str() {
+            "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = root.join(resolved.join("/")).join(&comp);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = std::fs::read_link(&candidate).ok()?;
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                pending.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string));
+            }
+            Ok(_) => resolved.push(comp),
+            Err(_) => return None,
+        }
+    }
+    Some(root.join(resolved.join("/")))
+}
+
+/// Daemon side: run the helper, collect output, enforce the timeout (then the whole helper process
+/// group, which holds the attached command, is killed and `ExecTimeout` returned).
+pub async fn run(exe: &Path, context: &Path, id: &str, argv: &[String], timeout: Option<Duration>) -> Result<ExecOutput, RuntimeError> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(EXEC_SUBCOMMAND)
+        .arg(context)
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| RuntimeError::Io { what: format!("spawning {} {EXEC_SUBCOMMAND}", exe.display()), source: e })?;
+    let pgid = child.id().map(|p| p as i32);
+    let output = child.wait_with_output();
+    let output = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, output).await {
+            Ok(out) => out,
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(RuntimeError::ExecTimeout { id: id.to_string(), after: limit });
+            }
+        },
+        None => output.await,
+    };
+    let output = output.map_err(|e| RuntimeError::Io { what: "waiting for the exec helper".into(), source: e })?;
+    let exit_code = match output.status.code() {
+        Some(code) => code,
+        None => 128 + std::os::unix::process::ExitStatusExt::signal(&output.status).unwrap_or(0),
+    };
+    Ok(ExecOutput { stdout: output.stdout, stderr: output.stderr, exit_code })
+}
+
+/// Helper side: `__exec <exec.json> -- argv…`. Runs in a fresh single-threaded process.
+pub fn run_exec_helper(args: &[String]) -> i32 {
+    let (context_path, argv) = match args {
+        [path, sep, argv @ ..] if sep == "--" && !argv.is_empty() => (path, argv),
+        _ => {
+            eprintln!("usage: cri-lxc {EXEC_SUBCOMMAND} <exec.json> -- command [args…]");
+            return HELPER_FAILURE;
+        }
+    };
+    let context: ExecContext = match std::fs::read(context_path).map_err(|e| e.to_string()).and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cri-lxc exec: reading {context_path}: {e}");
+            return HELPER_FAILURE;
+        }
+    };
+    // liblxc hands our signal mask and ignored signals to the attached process; start it clean.
+    if let Err(e) = ffi::reset_signal_state() {
+        eprintln!("cri-lxc exec: resetting signal state: {e}");
+        return HELPER_FAILURE;
+    }
+    let container = match LxcContainer::new(&context.name, &context.lxcpath) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cri-lxc exec: {e}");
+            return HELPER_FAILURE;
+        }
+    };
+    let options = AttachOptions {
+        env_policy: EnvPolicy::Clear,
+        extra_env: context.env.clone(),
+        uid: Some(context.uid),
+        gid: Some(context.gid),
+        cwd: (!context.cwd.is_empty()).then(|| context.cwd.clone()),
+        ..AttachOptions::default()
+    };
+    match container.attach_run_wait(&options, argv) {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("cri-lxc exec: {e}");
+            HELPER_FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_stays_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::write(r.join("bin/busybox"), b"").unwrap();
+        std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", r.join("bin/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("bin/up")).unwrap();
+        assert_eq!(resolve_in_root(r, "/bin/sh"), Some(r.join("bin/busybox")));
+        assert_eq!(resolve_in_root(r, "/bin/abs"), Some(r.join("bin/busybox")));
+        // `..` is clamped at the root: /etc of the rootfs (absent), never the host's /etc.
+        assert_eq!(resolve_in_root(r, "/bin/up/passwd"), None);
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert_eq!(resolve_in_root(r, "/loop"), None);
+    }
+
+    #[test]
+    fn executable_lookup_uses_the_container_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        let bb = root.path().join("bin/busybox");
+        std::fs::write(&bb, b"").unwrap();
+        std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+        let ctx = |argv0: &str, path: &str| ExecContext {
+            name: "c".into(),
+            lxcpath: "/x".into(),
+            rootfs: root.path().into(),
+            env: vec![format!("PATH={path}")],
+            uid: 0,
+            gid: 0,
+            cwd: "/".into(),
+            argv0: argv0.into(),
+        };
+        assert_eq!(ctx("sh", "/bin").check_executable(), Ok(()));
+        assert_eq!(ctx("/bin/sh", "/nowhere").check_executable(), Ok(()));
+        assert!(ctx("sh", "/usr/bin").check_executable().unwrap_err().contains("executable file not found in $PATH"));
+        assert!(ctx("/no/such/binary", "/bin").check_executable().unwrap_err().contains("no such file"));
+        assert!(ctx("", "/bin").check_executable().unwrap_err().contains("no command"));
+    }
+}

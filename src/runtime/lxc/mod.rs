@@ -1,0 +1,267 @@
+//! The LXC implementation of `ContainerRuntime`.
+//!
+//! Files per container:
+//! * `<root>/lxc/<id>/config` — the rendered LXC config (the private lxcpath, never /var/lib/lxc);
+//! * `<state>/containers/<id>/monitor.json` — what the monitor runs; `exec.json` — what ExecSync
+//!   needs (env, user, cwd); `pid.json` — monitor and init pids once running; `exit.json` — written
+//!   by the monitor when the container ends; `lxc.log` — liblxc's own log.
+//!
+//! Everything that forks through liblxc runs in a re-executed helper process (`__monitor`,
+//! `__exec`); this module only spawns them, reads their files and sends signals.
+
+pub mod config;
+pub mod exec;
+pub mod ffi;
+pub mod monitor;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{ContainerRuntime, ContainerSpec, ExecOutput, ExitStatus, ProcessState, RuntimeError, Started};
+use exec::ExecContext;
+use monitor::{MonitorSpec, PidRecord, Ready};
+
+/// How long a monitor may take to report the container running.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGKILL, how long until the monitor must have recorded the exit.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+pub struct LxcRuntime {
+    lxcpath: PathBuf,
+    state_dir: PathBuf,
+    /// Our own binary, re-executed for the helpers.
+    exe: PathBuf,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
+    let data = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Other(format!("encoding {}: {e}", path.display())))?;
+    monitor::write_atomic(path, &data, true).map_err(|e| RuntimeError::Other(e.to_string()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, RuntimeError> {
+    match std::fs::read(path) {
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| RuntimeError::Other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+}
+
+impl LxcRuntime {
+    pub fn new(root: &Path, state: &Path, exe: PathBuf) -> Result<LxcRuntime, RuntimeError> {
+        let lxcpath = root.join("lxc");
+        let state_dir = state.join("containers");
+        for d in [&lxcpath, &state_dir] {
+            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        }
+        Ok(LxcRuntime { lxcpath, state_dir, exe })
+    }
+
+    pub fn lxcpath(&self) -> &Path {
+        &self.lxcpath
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        let valid = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(self.state_dir.join(id))
+        } else {
+            Err(RuntimeError::Other(format!("invalid container id {id:?}")))
+        }
+    }
+
+    fn pid_record(&self, id: &str) -> Result<Option<PidRecord>, RuntimeError> {
+        read_json(&self.dir(id)?.join("pid.json"))
+    }
+
+    fn exit_record(&self, id: &str) -> Result<Option<ExitStatus>, RuntimeError> {
+        let record = monitor::read_exit_file(&self.dir(id)?.join("exit.json")).map_err(|e| RuntimeError::Other(e.to_string()))?;
+        Ok(record.map(|r| ExitStatus {
+            code: r.exit_code,
+            finished_at_unix_nanos: r.exited_at_unix_nanos,
+            oom_killed: false,
+            message: r.message.unwrap_or_default(),
+        }))
+    }
+
+    /// Wait until the monitor has recorded the container's exit, or `limit` passes.
+    async fn wait_exit(&self, id: &str, limit: Duration) -> Result<bool, RuntimeError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.exit_record(id)?.is_some() {
+                return Ok(true);
+            }
+            if let Some(pids) = self.pid_record(id)? {
+                if !process_alive(pids.monitor_pid) {
+                    // The monitor is gone: nothing will write the exit file anymore.
+                    return Ok(!process_alive(pids.init_pid));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ContainerRuntime for LxcRuntime {
+    async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let dir = self.dir(&spec.id)?;
+        let lxc_dir = self.lxcpath.join(&spec.id);
+        for d in [&dir, &lxc_dir] {
+            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        }
+        let config_path = lxc_dir.join("config");
+        let rendered = config::render(spec, &config::ConfigPaths { lxc_log: &dir.join("lxc.log") });
+        std::fs::write(&config_path, rendered).map_err(io(format!("writing {}", config_path.display())))?;
+        let monitor_spec = MonitorSpec {
+            name: spec.id.clone(),
+            lxcpath: self.lxcpath.clone(),
+            config_path,
+            argv: spec.argv.clone(),
+            log_path: spec.log_path.clone().unwrap_or_else(|| PathBuf::from("/dev/null")),
+            exit_file: dir.join("exit.json"),
+            pid_file: Some(dir.join("pid.json")),
+            stdin: spec.stdin,
+            tty: spec.tty,
+            use_init: true,
+            max_log_line: monitor::DEFAULT_MAX_LOG_LINE,
+            exit_with_main: true,
+        };
+        write_json(&dir.join("monitor.json"), &monitor_spec)?;
+        let exec = ExecContext {
+            name: spec.id.clone(),
+            lxcpath: self.lxcpath.clone(),
+            rootfs: spec.rootfs.clone(),
+            env: spec.env.clone(),
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            cwd: spec.cwd.clone(),
+            argv0: spec.argv.first().cloned().unwrap_or_default(),
+        };
+        write_json(&dir.join("exec.json"), &exec)
+    }
+
+    async fn start(&self, id: &str) -> Result<Started, RuntimeError> {
+        let dir = self.dir(id)?;
+        let exec: ExecContext = read_json(&dir.join("exec.json"))?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        // liblxc reports a missing executable only as a silent exit 255; say what runc would.
+        exec.check_executable().map_err(|message| RuntimeError::StartFailed { id: id.to_string(), message })?;
+        let spec: MonitorSpec = read_json(&dir.join("monitor.json"))?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        if let Some(parent) = spec.log_path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("creating log dir {}", parent.display())))?;
+        }
+        let exe = self.exe.clone();
+        let spec_path = dir.join("monitor.json");
+        let handle = tokio::task::spawn_blocking(move || monitor::spawn_monitor(&exe, &spec_path, START_TIMEOUT))
+            .await
+            .map_err(|e| RuntimeError::Other(format!("monitor task: {e}")))?
+            .map_err(|e| RuntimeError::StartFailed { id: id.to_string(), message: e.to_string() })?;
+        let mut child = handle.child;
+        // Reap the monitor when it ends (it outlives us if the daemon restarts; init reaps it then).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let now = crate::image::unix_nanos(std::time::SystemTime::now());
+        match handle.ready {
+            Ready::Running { monitor_pid, init_pid } => Ok(Started { init_pid, monitor_pid, started_at_unix_nanos: now }),
+            // It ran and ended before the monitor saw it running: still a start; the exit file tells the rest.
+            Ready::Exited { monitor_pid, .. } => Ok(Started { init_pid: 0, monitor_pid, started_at_unix_nanos: now }),
+            Ready::Failed { error, .. } => Err(RuntimeError::StartFailed { id: id.to_string(), message: error }),
+        }
+    }
+
+    async fn stop(&self, id: &str, signal: i32, timeout: Duration) -> Result<(), RuntimeError> {
+        let Some(pids) = self.pid_record(id)? else {
+            return Ok(()); // never started
+        };
+        if self.exit_record(id)?.is_some() || !process_alive(pids.init_pid) {
+            return Ok(());
+        }
+        if !timeout.is_zero() {
+            // The app (PID 2 under lxc's init) gets the stop signal: lxc's init would turn a SIGTERM
+            // into SIGKILL-everything one second later, ignoring the pod's grace period.
+            let target = monitor::payload_pid(pids.init_pid).unwrap_or(pids.init_pid);
+            if let Ok(sig) = Signal::try_from(signal) {
+                let _ = kill(Pid::from_raw(target), sig);
+            }
+            if self.wait_exit(id, timeout).await? {
+                return Ok(());
+            }
+        }
+        // Killing the container's PID 1 makes the kernel kill every process of its PID namespace.
+        let _ = kill(Pid::from_raw(pids.init_pid), Signal::SIGKILL);
+        if self.wait_exit(id, KILL_GRACE).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::Other(format!("container {id} did not exit {KILL_GRACE:?} after SIGKILL")))
+        }
+    }
+
+    async fn state(&self, id: &str) -> Result<ProcessState, RuntimeError> {
+        let dir = self.dir(id)?;
+        if let Some(exit) = self.exit_record(id)? {
+            return Ok(ProcessState::Exited(exit));
+        }
+        if let Some(pids) = self.pid_record(id)? {
+            return Ok(if process_alive(pids.monitor_pid) {
+                ProcessState::Running { pid: pids.init_pid }
+            } else if process_alive(pids.init_pid) {
+                ProcessState::Unknown(format!("monitor {} is gone; the container still runs as pid {}", pids.monitor_pid, pids.init_pid))
+            } else {
+                ProcessState::Unknown(format!("monitor {} ended without recording the exit", pids.monitor_pid))
+            });
+        }
+        if dir.join("monitor.json").exists() {
+            Ok(ProcessState::Created)
+        } else {
+            Err(RuntimeError::NotFound(id.to_string()))
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        if let Some(pids) = self.pid_record(id)? {
+            if self.exit_record(id)?.is_none() && process_alive(pids.init_pid) {
+                return Err(RuntimeError::Other(format!("container {id} still runs")));
+            }
+        }
+        for d in [self.lxcpath.join(id), dir] {
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(format!("removing {}", d.display()))(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_sync(&self, id: &str, argv: &[String], timeout: Option<Duration>) -> Result<ExecOutput, RuntimeError> {
+        match self.state(id).await? {
+            ProcessState::Running { .. } => {}
+            _ => return Err(RuntimeError::NotRunning { id: id.to_string() }),
+        }
+        exec::run(&self.exe, &self.dir(id)?.join("exec.json"), id, argv, timeout).await
+    }
+
+    async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let pids = self.pid_record(id)?.ok_or_else(|| RuntimeError::NotRunning { id: id.to_string() })?;
+        if self.exit_record(id)?.is_some() || !process_alive(pids.monitor_pid) {
+            return Err(RuntimeError::NotRunning { id: id.to_string() });
+        }
+        // The monitor reopens its log file on SIGUSR1 (see monitor.rs).
+        kill(Pid::from_raw(pids.monitor_pid), Signal::SIGUSR1).map_err(|e| RuntimeError::Other(format!("signalling monitor: {e}")))
+    }
+}
