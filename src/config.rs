@@ -28,6 +28,8 @@ pub struct Config {
     pub log_level: String,
     /// Which cgroup driver kubelet must be configured with; `auto` picks systemd when PID 1 is systemd.
     pub cgroup_driver: CgroupDriverSetting,
+    /// Runtime handler names (RuntimeClass `handler`) this node serves; `""` means the first.
+    pub runtime_handlers: Vec<String>,
     pub image: ImageConfig,
     pub registry: RegistryConfig,
 }
@@ -40,6 +42,7 @@ impl Default for Config {
             state: PathBuf::from(DEFAULT_STATE),
             log_level: "info".to_string(),
             cgroup_driver: CgroupDriverSetting::Auto,
+            runtime_handlers: vec!["lxc".to_string()],
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
         }
@@ -142,6 +145,9 @@ impl Config {
         }
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(ConfigError::Invalid { field: "log_level", reason: format!("{:?} is not a tracing filter", self.log_level) });
+        }
+        if self.runtime_handlers.is_empty() || self.runtime_handlers.iter().any(|h| h.is_empty()) {
+            return Err(ConfigError::Invalid { field: "runtime_handlers", reason: "must list at least one non-empty handler name".into() });
         }
         if self.image.pull_progress_timeout_secs == 0 {
             return Err(ConfigError::Invalid { field: "image.pull_progress_timeout_secs", reason: "must be at least 1".into() });

@@ -13,7 +13,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::cri::{detect_cgroup_driver, CriService};
+use crate::cri::{detect_cgroup_driver, CriError, CriParts, CriService};
+use crate::network::LoopbackOnly;
+use crate::runtime::lxc::LxcRuntime;
+use crate::runtime::RuntimeError;
 use crate::grpc::server::CriServer;
 use crate::image::{ImageError, ImageManager};
 use crate::store::{Store, StoreError};
@@ -31,6 +34,10 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("opening the image store: {0}")]
     Image(#[from] ImageError),
+    #[error("starting the LXC runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("recovering pods and containers: {0}")]
+    Recovery(#[from] CriError),
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -55,7 +62,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .map_err(|e| ImageError::Task(e.to_string()))??
     };
     let cgroup_driver = detect_cgroup_driver(config.cgroup_driver, Path::new("/run"));
-    let cri = Arc::new(CriService::new(config.clone(), Arc::new(images), cgroup_driver));
+    // The helpers (monitor, exec) are this very binary re-executed.
+    let exe = std::env::current_exe().map_err(io_at(Path::new("/proc/self/exe")))?;
+    let runtime = LxcRuntime::new(&config.root, &config.state, exe)?;
+    let cri = Arc::new(CriService::new(CriParts {
+        config: config.clone(),
+        images: Arc::new(images),
+        cgroup_driver,
+        store: store.clone(),
+        runtime: Arc::new(runtime),
+        network: Arc::new(LoopbackOnly),
+    }));
+    cri.recover().await?;
     let server = CriServer::new(cri);
 
     let listener = bind_socket(&config.socket).await?;

@@ -1,22 +1,43 @@
-//! CRI semantics: what each RPC means (idempotency, lookups, what counts as missing), decided here and
-//! nowhere else. One file per RPC group, named after it. Takes and returns CRI message types (they are
-//! plain data) but knows nothing of gRPC transport; grpc/ adapts. Errors are `CriError`, mapped to status
-//! codes in exactly one place (grpc/status.rs).
+//! CRI semantics: what each RPC means (idempotency, lookups, what counts as missing, rollback on
+//! failure, per-object locking), decided here and nowhere else. One file per RPC group, named after
+//! it. Takes and returns CRI message types (plain data) but knows nothing of gRPC transport; grpc/
+//! adapts. Errors are `CriError`, mapped to status codes in exactly one place (grpc/status.rs).
+//!
+//! Locking: operations on one pod hold its pod lock; operations on one container hold its container
+//! lock; when both are needed the pod lock is taken first. Different pods proceed in parallel.
 
+mod container_create;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
+mod exec_sync;
 mod image_fs_info;
 mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod recovery;
 mod rollback;
 mod runtime_config;
 mod runtime_status;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 mod version;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::image::ImageManager;
+use crate::keyed_mutex::KeyedMutex;
+use crate::model::ids::resolve_prefix;
+use crate::network::PodNetwork;
+use crate::runtime::ContainerRuntime;
+use crate::store::records::{ContainerRecord, SandboxRecord};
+use crate::store::Store;
 
 pub use runtime_config::{detect_cgroup_driver, CgroupDriver};
 
@@ -26,11 +47,27 @@ pub enum CriError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
     /// An RPC a later milestone implements; the message names the missing feature.
     #[error("{rpc} is not implemented yet: {feature}")]
     Unimplemented { rpc: &'static str, feature: &'static str },
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Namespace(#[from] crate::runtime::namespaces::NamespaceError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// The CRI implementation. Cheap to share: grpc/ holds it in an `Arc`.
@@ -38,16 +75,67 @@ pub struct CriService {
     pub(crate) config: Arc<Config>,
     pub(crate) images: Arc<ImageManager>,
     pub(crate) cgroup_driver: CgroupDriver,
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<dyn ContainerRuntime>,
+    pub(crate) network: Arc<dyn PodNetwork>,
+    /// `<state>/sandboxes`: per-pod pinned namespaces and generated files.
+    pub(crate) sandboxes_dir: PathBuf,
+    pub(crate) pod_locks: KeyedMutex,
+    pub(crate) container_locks: KeyedMutex,
+}
+
+/// The collaborators the composition root hands in.
+pub struct CriParts {
+    pub config: Arc<Config>,
+    pub images: Arc<ImageManager>,
+    pub cgroup_driver: CgroupDriver,
+    pub store: Store,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub network: Arc<dyn PodNetwork>,
 }
 
 impl CriService {
-    pub fn new(config: Arc<Config>, images: Arc<ImageManager>, cgroup_driver: CgroupDriver) -> CriService {
-        CriService { config, images, cgroup_driver }
+    pub fn new(parts: CriParts) -> CriService {
+        let sandboxes_dir = parts.config.state.join("sandboxes");
+        CriService {
+            config: parts.config,
+            images: parts.images,
+            cgroup_driver: parts.cgroup_driver,
+            store: parts.store,
+            runtime: parts.runtime,
+            network: parts.network,
+            sandboxes_dir,
+            pod_locks: KeyedMutex::new(),
+            container_locks: KeyedMutex::new(),
+        }
     }
 
     /// Answer for RPCs whose feature lands in a later milestone: an honest Unimplemented, never a fake success.
     pub fn unimplemented(rpc: &'static str, feature: &'static str) -> CriError {
         CriError::Unimplemented { rpc, feature }
+    }
+
+    /// A sandbox by id or unique id prefix (crictl accepts prefixes).
+    pub(crate) fn find_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, CriError> {
+        if let Some(record) = self.store.sandbox(id)? {
+            return Ok(Some(record));
+        }
+        let all = self.store.sandboxes()?;
+        let found = resolve_prefix(id, all.iter().map(|s| s.id.as_str())).map(str::to_string);
+        Ok(found.and_then(|id| all.into_iter().find(|s| s.id == id)))
+    }
+
+    pub(crate) fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
+        if let Some(record) = self.store.container(id)? {
+            return Ok(Some(record));
+        }
+        let all = self.store.containers()?;
+        let found = resolve_prefix(id, all.iter().map(|c| c.id.as_str())).map(str::to_string);
+        Ok(found.and_then(|id| all.into_iter().find(|c| c.id == id)))
+    }
+
+    pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.sandboxes_dir.join(id)
     }
 }
 
@@ -57,4 +145,22 @@ fn required_image(spec: Option<&k8s_cri::v1::ImageSpec>, field: &str) -> Result<
         Some(image) if !image.is_empty() => Ok(image.to_string()),
         _ => Err(CriError::InvalidArgument(format!("{field} is required"))),
     }
+}
+
+/// An id argument must be present.
+fn required_id(id: &str, field: &str) -> Result<(), CriError> {
+    if id.trim().is_empty() {
+        Err(CriError::InvalidArgument(format!("{field} is required")))
+    } else {
+        Ok(())
+    }
+}
+
+/// CRI label selectors match when every selector key is present with the same value.
+fn labels_match(labels: &std::collections::HashMap<String, String>, selector: &std::collections::HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn now_nanos() -> i64 {
+    crate::image::unix_nanos(std::time::SystemTime::now())
 }

@@ -1,6 +1,7 @@
 //! Status: the RuntimeReady and NetworkReady conditions kubelet gates the node on.
 //!
 //! Honest answers only: a condition is true when the thing works, not because the RPC was reached.
+//! RuntimeReady reflects liblxc being loadable; NetworkReady is the network layer's own verdict.
 
 use std::collections::HashMap;
 
@@ -14,20 +15,15 @@ const NETWORK_READY: &str = "NetworkReady";
 
 impl CriService {
     pub fn status(&self, req: StatusRequest) -> StatusResponse {
-        // Containers cannot be created until the LXC lifecycle milestone lands; saying so keeps kubelet
-        // from scheduling pods here.
+        let lxc = crate::runtime::lxc::ffi::version();
         let runtime = RuntimeCondition {
             r#type: RUNTIME_READY.to_string(),
-            status: false,
-            reason: "ContainerLifecycleNotImplemented".to_string(),
-            message: "cri-lxc serves the ImageService; pod and container lifecycle on liblxc is not implemented yet".to_string(),
+            status: !lxc.is_empty(),
+            reason: if lxc.is_empty() { "LxcUnavailable".to_string() } else { String::new() },
+            message: if lxc.is_empty() { "liblxc reports no version".to_string() } else { format!("liblxc {lxc}") },
         };
-        let network = RuntimeCondition {
-            r#type: NETWORK_READY.to_string(),
-            status: false,
-            reason: "NetworkPluginNotReady".to_string(),
-            message: "CNI pod networking is not implemented yet".to_string(),
-        };
+        let (ready, reason, message) = self.network.readiness();
+        let network = RuntimeCondition { r#type: NETWORK_READY.to_string(), status: ready, reason, message };
         let mut info = HashMap::new();
         if req.verbose {
             // api.proto: verbose info is free-form; like containerd we put the effective config as JSON.

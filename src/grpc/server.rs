@@ -74,6 +74,89 @@ impl RuntimeService for CriServer {
         Ok(Response::new(self.cri.runtime_config(request.into_inner())))
     }
 
+    async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let meta = req.config.as_ref().and_then(|c| c.metadata.as_ref());
+        let span = tracing::info_span!(
+            "RunPodSandbox",
+            pod = meta.map(|m| m.name.as_str()).unwrap_or(""),
+            namespace = meta.map(|m| m.namespace.as_str()).unwrap_or(""),
+            runtime_handler = req.runtime_handler.as_str()
+        );
+        reply(self.cri.run_pod_sandbox(req).instrument(span).await)
+    }
+
+    async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("StopPodSandbox", pod_sandbox_id = req.pod_sandbox_id.as_str());
+        reply(self.cri.stop_pod_sandbox(req).instrument(span).await)
+    }
+
+    async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("RemovePodSandbox", pod_sandbox_id = req.pod_sandbox_id.as_str());
+        reply(self.cri.remove_pod_sandbox(req).instrument(span).await)
+    }
+
+    async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        let _span = tracing::debug_span!("PodSandboxStatus", pod_sandbox_id = req.pod_sandbox_id.as_str()).entered();
+        reply(self.cri.pod_sandbox_status(req))
+    }
+
+    async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let _span = tracing::debug_span!("ListPodSandbox").entered();
+        reply(self.cri.list_pod_sandbox(request.into_inner()))
+    }
+
+    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let name = req.config.as_ref().and_then(|c| c.metadata.as_ref()).map(|m| m.name.clone()).unwrap_or_default();
+        let span = tracing::info_span!("CreateContainer", pod_sandbox_id = req.pod_sandbox_id.as_str(), container = name.as_str());
+        reply(self.cri.create_container(req).instrument(span).await)
+    }
+
+    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("StartContainer", container_id = req.container_id.as_str());
+        reply(self.cri.start_container(req).instrument(span).await)
+    }
+
+    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("StopContainer", container_id = req.container_id.as_str(), timeout = req.timeout);
+        reply(self.cri.stop_container(req).instrument(span).await)
+    }
+
+    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("RemoveContainer", container_id = req.container_id.as_str());
+        reply(self.cri.remove_container(req).instrument(span).await)
+    }
+
+    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        let span = tracing::debug_span!("ListContainers");
+        reply(self.cri.list_containers(request.into_inner()).instrument(span).await)
+    }
+
+    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("ContainerStatus", container_id = req.container_id.as_str());
+        reply(self.cri.container_status(req).instrument(span).await)
+    }
+
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("ExecSync", container_id = req.container_id.as_str());
+        reply(self.cri.exec_sync(req).instrument(span).await)
+    }
+
+    async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("ReopenContainerLog", container_id = req.container_id.as_str());
+        reply(self.cri.reopen_container_log(req).instrument(span).await)
+    }
+
     type GetContainerEventsStream = Pin<Box<dyn futures::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
 
     async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
@@ -82,20 +165,7 @@ impl RuntimeService for CriServer {
     }
 
     later! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox", "pod sandboxes on LXC";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox", "pod sandboxes on LXC";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox", "pod sandboxes on LXC";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus", "pod sandboxes on LXC";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox", "pod sandboxes on LXC";
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer", "LXC containers";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer", "LXC containers";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer", "LXC containers";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer", "LXC containers";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers", "LXC containers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus", "LXC containers";
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources", "cgroup resources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog", "container logs";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync", "exec in LXC containers";
         exec(ExecRequest) -> ExecResponse = "Exec", "streaming exec";
         attach(AttachRequest) -> AttachResponse = "Attach", "streaming attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward", "streaming port-forward";

@@ -6,13 +6,33 @@ use tonic::{Code, Status};
 use crate::cri::CriError;
 use crate::image::registry::FailureKind;
 use crate::image::ImageError;
+use crate::runtime::RuntimeError;
+use crate::store::StoreError;
 
 pub fn to_status(err: &CriError) -> Status {
     let code = match err {
         CriError::InvalidArgument(_) => Code::InvalidArgument,
         CriError::NotFound(_) => Code::NotFound,
+        CriError::AlreadyExists(_) => Code::AlreadyExists,
+        CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+        CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        CriError::Internal(_) => Code::Internal,
         CriError::Unimplemented { .. } => Code::Unimplemented,
         CriError::Image(e) => image_code(e),
+        CriError::Store(e) => match e {
+            StoreError::NameReserved { .. } => Code::AlreadyExists,
+            StoreError::Open { .. } | StoreError::Locked { .. } | StoreError::TooNew { .. } | StoreError::Db(_) | StoreError::Decode { .. } => Code::Internal,
+        },
+        CriError::Runtime(e) => match e {
+            RuntimeError::NotFound(_) => Code::NotFound,
+            RuntimeError::NotRunning { .. } => Code::FailedPrecondition,
+            RuntimeError::ExecTimeout { .. } => Code::DeadlineExceeded,
+            // The container's own configuration could not start (missing executable, bad mount …).
+            RuntimeError::StartFailed { .. } => Code::FailedPrecondition,
+            RuntimeError::Lxc(_) | RuntimeError::Io { .. } | RuntimeError::Other(_) => Code::Internal,
+        },
+        CriError::Namespace(_) => Code::Internal,
+        CriError::Network(_) => Code::Unavailable,
     };
     Status::new(code, err.to_string())
 }

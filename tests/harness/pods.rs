@@ -661,22 +661,31 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         // Remove whatever is left through the CRI (a failed test must not leave containers
-        // running), on a thread with its own runtime: we may be inside the test's runtime.
-        if self.daemon.is_running() {
-            let socket = self.daemon.socket();
-            let cri = self.cri.clone();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async move {
-                    // a fresh connection: the test's channel belongs to the test's runtime
-                    if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(10), CriClient::connect(&socket)).await {
-                        let cri = Cri { client, ..cri };
-                        cri.remove_everything().await;
-                    }
-                });
-            })
-            .join();
-        }
+        // running), on a thread with its own runtime: we may be inside the test's runtime. A
+        // daemon a test killed is started again for this.
+        let daemon = &mut self.daemon;
+        let cri = self.cri.clone();
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(async move {
+                        if !daemon.is_running() {
+                            if daemon.starts == 0 {
+                                return;
+                            }
+                            daemon.launch().await;
+                        }
+                        // a fresh connection: the test's channel belongs to the test's runtime
+                        let socket = daemon.socket();
+                        if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(10), CriClient::connect(&socket)).await {
+                            let cri = Cri { client, ..cri };
+                            cri.remove_everything().await;
+                        }
+                    });
+                })
+                .join();
+        });
         // Then lazily unmount anything still mounted under our dirs, deepest first, so the temp
         // dirs can be deleted.
         let dirs = [self.daemon.dir().to_path_buf(), self.work().to_path_buf()];

@@ -23,6 +23,8 @@ pub struct ExecContext {
     pub env: Vec<String>,
     pub uid: u32,
     pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
     pub cwd: String,
     /// The container's own executable, checked before start.
     pub argv0: String,
@@ -169,6 +171,8 @@ pub fn run_exec_helper(args: &[String]) -> i32 {
         extra_env: context.env.clone(),
         uid: Some(context.uid),
         gid: Some(context.gid),
+        // The same supplementary groups as the container's own process (lxc.init.groups).
+        groups: Some(context.additional_gids.clone()),
         cwd: (!context.cwd.is_empty()).then(|| context.cwd.clone()),
         ..AttachOptions::default()
     };
@@ -218,6 +222,7 @@ mod tests {
             env: vec![format!("PATH={path}")],
             uid: 0,
             gid: 0,
+            additional_gids: vec![],
             cwd: "/".into(),
             argv0: argv0.into(),
         };

@@ -180,6 +180,9 @@ pub struct AttachOptions<'fd> {
     /// Initial working directory inside the container; `None` = keep the caller's path
     /// (falls back to `/` when it does not exist in the container).
     pub cwd: Option<String>,
+    /// Supplementary groups of the attached process (with `LXC_ATTACH_SETGROUPS`); `None` keeps
+    /// liblxc's default of dropping them all.
+    pub groups: Option<Vec<u32>>,
     /// stdio of the attached process; `None` = the caller's 0/1/2.
     pub stdin: Option<BorrowedFd<'fd>>,
     pub stdout: Option<BorrowedFd<'fd>>,
@@ -197,6 +200,7 @@ impl Default for AttachOptions<'_> {
             uid: None,
             gid: None,
             cwd: None,
+            groups: None,
             stdin: None,
             stdout: None,
             stderr: None,
@@ -668,8 +672,11 @@ impl LxcContainer {
             .map(|d| cstring(|| "cwd".to_string(), d))
             .transpose()?;
 
+        // Owned copy liblxc reads through `groups.list` during the call.
+        let mut group_list: Vec<libc::gid_t> = options.groups.clone().unwrap_or_default();
+        let flags = if options.groups.is_some() { options.flags | sys::LXC_ATTACH_SETGROUPS } else { options.flags };
         let mut opts = sys::lxc_attach_options_t {
-            attach_flags: options.flags as c_int,
+            attach_flags: flags as c_int,
             namespaces: options.namespaces.unwrap_or(-1),
             personality: sys::LXC_ATTACH_DETECT_PERSONALITY as _,
             initial_cwd: cwd
@@ -697,13 +704,13 @@ impl LxcContainer {
             log_fd: -libc::EBADF,
             lsm_label: ptr::null_mut(),
             groups: sys::lxc_groups_t {
-                size: 0,
-                list: ptr::null_mut(),
+                size: group_list.len(),
+                list: if group_list.is_empty() { ptr::null_mut() } else { group_list.as_mut_ptr() },
             },
         };
         // SAFETY: live object; `opts` mirrors LXC_ATTACH_OPTIONS_DEFAULT with pointers into
-        // CStrings/arrays (`cwd`, `env`, `keep`, `c_program`, `c_argv`) and borrowed fds that all
-        // outlive this call; liblxc reads them (dup2s the fds in the child) and keeps nothing.
+        // CStrings/arrays (`cwd`, `env`, `keep`, `c_program`, `c_argv`, `group_list`) and borrowed
+        // fds that all outlive this call; liblxc reads them (dup2s the fds in the child) and keeps nothing.
         // The caller contract (single-threaded process) covers the forks inside.
         let status = unsafe {
             f(

@@ -58,6 +58,32 @@ fn process_alive(pid: i32) -> bool {
     pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// Create `path` (absolute, inside the container) under `root` if missing, resolving existing
+/// components as the container would see them (symlinks cannot lead outside `root`).
+fn ensure_dir_in_root(root: &Path, path: &str, uid: u32, gid: u32) -> Result<(), RuntimeError> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if components.contains(&"..") {
+        return Err(RuntimeError::Other(format!("working directory {path:?} must not contain \"..\"")));
+    }
+    let mut inside = String::new();
+    for component in components {
+        let parent = exec::resolve_in_root(root, &inside).ok_or_else(|| RuntimeError::Other(format!("cannot resolve {inside:?} in the rootfs")))?;
+        inside.push('/');
+        inside.push_str(component);
+        match exec::resolve_in_root(root, &inside) {
+            Some(p) if p.is_dir() => continue,
+            Some(_) => return Err(RuntimeError::Other(format!("working directory {path:?}: {inside:?} exists and is not a directory"))),
+            None => {
+                let dir = parent.join(component);
+                std::fs::create_dir(&dir).map_err(io(format!("creating working directory {}", dir.display())))?;
+                nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+                    .map_err(|e| RuntimeError::Other(format!("chown {}: {e}", dir.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl LxcRuntime {
     pub fn new(root: &Path, state: &Path, exe: PathBuf) -> Result<LxcRuntime, RuntimeError> {
         let lxcpath = root.join("lxc");
@@ -116,6 +142,28 @@ impl LxcRuntime {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_dir_is_created_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("srv")).unwrap();
+        std::os::unix::fs::symlink("/srv", root.path().join("link")).unwrap();
+        ensure_dir_in_root(root.path(), "/link/app/data", 1000, 1000).unwrap();
+        // Through the absolute symlink, but inside the root.
+        let made = root.path().join("srv/app/data");
+        assert!(made.is_dir());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&made).unwrap().uid(), 1000);
+        ensure_dir_in_root(root.path(), "/srv/app/data", 0, 0).unwrap(); // idempotent
+        assert!(ensure_dir_in_root(root.path(), "/../x", 0, 0).is_err());
+        std::fs::write(root.path().join("file"), b"").unwrap();
+        assert!(ensure_dir_in_root(root.path(), "/file/sub", 0, 0).is_err());
+    }
+}
+
 #[tonic::async_trait]
 impl ContainerRuntime for LxcRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
@@ -124,6 +172,8 @@ impl ContainerRuntime for LxcRuntime {
         for d in [&dir, &lxc_dir] {
             std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
         }
+        // Like runc, a working directory the image lacks is created (owned by the process user).
+        ensure_dir_in_root(&spec.rootfs, &spec.cwd, spec.user.uid, spec.user.gid)?;
         let config_path = lxc_dir.join("config");
         let rendered = config::render(spec, &config::ConfigPaths { lxc_log: &dir.join("lxc.log") });
         std::fs::write(&config_path, rendered).map_err(io(format!("writing {}", config_path.display())))?;
@@ -149,6 +199,7 @@ impl ContainerRuntime for LxcRuntime {
             env: spec.env.clone(),
             uid: spec.user.uid,
             gid: spec.user.gid,
+            additional_gids: spec.user.additional_gids.clone(),
             cwd: spec.cwd.clone(),
             argv0: spec.argv.first().cloned().unwrap_or_default(),
         };

@@ -1,0 +1,49 @@
+//! Start-up reconciliation of the store with what actually exists: objects a crash left half-made are
+//! cleaned up, running containers are checked against their monitors (those that exited while the
+//! daemon was down get their exit code), sandboxes whose namespaces are gone (a reboot) are NotReady.
+
+use super::{CriError, CriService};
+use crate::image::rootfs::is_mounted;
+use crate::store::records::{ContainerPhase, SandboxPhase};
+
+impl CriService {
+    pub async fn recover(&self) -> Result<(), CriError> {
+        let sandboxes = self.store.sandboxes()?;
+        let mut cleaned = 0usize;
+        for sandbox in &sandboxes {
+            let _pod = self.pod_locks.lock(&sandbox.id).await;
+            match SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unspecified) {
+                SandboxPhase::Creating | SandboxPhase::Unspecified => {
+                    tracing::warn!(pod_sandbox_id = %sandbox.id, "removing a pod sandbox whose creation was interrupted");
+                    self.remove_sandbox_locked(sandbox).await?;
+                    cleaned += 1;
+                }
+                SandboxPhase::Ready => {
+                    let pinned = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
+                    let lost = pinned.iter().filter(|p| !p.is_empty()).any(|p| !is_mounted(std::path::Path::new(p.as_str())).unwrap_or(false));
+                    if lost {
+                        tracing::warn!(pod_sandbox_id = %sandbox.id, "pinned namespaces are gone (reboot?); marking the sandbox NotReady");
+                        let mut updated = sandbox.clone();
+                        updated.phase = SandboxPhase::NotReady as i32;
+                        self.store.update_sandbox(&updated)?;
+                    }
+                }
+                SandboxPhase::NotReady => {}
+            }
+        }
+        for container in self.store.containers()? {
+            let _ctr = self.container_locks.lock(&container.id).await;
+            let orphan = self.store.sandbox(&container.sandbox_id)?.is_none();
+            let phase = ContainerPhase::try_from(container.phase).unwrap_or(ContainerPhase::Unspecified);
+            if orphan || matches!(phase, ContainerPhase::Creating | ContainerPhase::Unspecified) {
+                tracing::warn!(container_id = %container.id, orphan, "removing a container whose creation was interrupted or whose pod is gone");
+                self.remove_container_locked(&container).await?;
+                cleaned += 1;
+                continue;
+            }
+            self.refresh_container(container).await?;
+        }
+        tracing::info!(sandboxes = sandboxes.len(), cleaned, "pods and containers recovered");
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! StopPodSandbox: stop every container of the pod, tear down its network, mark it NotReady.
+
+use std::time::Duration;
+
+use k8s_cri::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
+
+use super::{required_id, CriError, CriService};
+use crate::network::PodNetworkRequest;
+use crate::store::records::{SandboxPhase, SandboxRecord};
+
+impl CriService {
+    pub async fn stop_pod_sandbox(&self, req: StopPodSandboxRequest) -> Result<StopPodSandboxResponse, CriError> {
+        required_id(&req.pod_sandbox_id, "pod_sandbox_id")?;
+        // api.proto: "This call is idempotent, and must not return an error if all relevant
+        // resources have already been reclaimed" — a sandbox that is gone has nothing left to stop.
+        let Some(sandbox) = self.find_sandbox(&req.pod_sandbox_id)? else {
+            return Ok(StopPodSandboxResponse {});
+        };
+        let _pod = self.pod_locks.lock(&sandbox.id).await;
+        self.stop_sandbox_locked(&sandbox).await?;
+        Ok(StopPodSandboxResponse {})
+    }
+
+    /// Caller holds the pod lock.
+    pub(crate) async fn stop_sandbox_locked(&self, sandbox: &SandboxRecord) -> Result<(), CriError> {
+        // "If there are any running containers in the sandbox, they must be forcibly terminated."
+        for container in self.store.containers()?.into_iter().filter(|c| c.sandbox_id == sandbox.id) {
+            let _c = self.container_locks.lock(&container.id).await;
+            self.stop_container_locked(&container.id, Duration::ZERO).await?;
+        }
+        if !sandbox.netns_path.is_empty() {
+            let config = super::sandbox_status::sandbox_config(sandbox);
+            let meta = config.metadata.unwrap_or_default();
+            let request = PodNetworkRequest { sandbox_id: sandbox.id.clone(), pod_name: meta.name, pod_namespace: meta.namespace, pod_uid: meta.uid };
+            self.network.teardown(&request, Some(std::path::Path::new(&sandbox.netns_path))).await?;
+        }
+        // Reload: stopping containers does not touch the sandbox record, but be exact.
+        if let Some(mut current) = self.store.sandbox(&sandbox.id)? {
+            if current.phase != SandboxPhase::NotReady as i32 {
+                current.phase = SandboxPhase::NotReady as i32;
+                self.store.update_sandbox(&current)?;
+            }
+        }
+        Ok(())
+    }
+}
