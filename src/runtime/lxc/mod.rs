@@ -215,6 +215,9 @@ impl ContainerRuntime for LxcRuntime {
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent).map_err(io(format!("creating log dir {}", parent.display())))?;
         }
+        // The process starts between this instant and the monitor's report; taking it now keeps
+        // started_at <= finished_at even for a container that exits at once.
+        let spawned_at = crate::image::unix_nanos(std::time::SystemTime::now());
         let exe = self.exe.clone();
         let spec_path = dir.join("monitor.json");
         let handle = tokio::task::spawn_blocking(move || monitor::spawn_monitor(&exe, &spec_path, START_TIMEOUT))
@@ -226,11 +229,10 @@ impl ContainerRuntime for LxcRuntime {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        let now = crate::image::unix_nanos(std::time::SystemTime::now());
         match handle.ready {
-            Ready::Running { monitor_pid, init_pid } => Ok(Started { init_pid, monitor_pid, started_at_unix_nanos: now }),
+            Ready::Running { monitor_pid, init_pid } => Ok(Started { init_pid, monitor_pid, started_at_unix_nanos: spawned_at }),
             // It ran and ended before the monitor saw it running: still a start; the exit file tells the rest.
-            Ready::Exited { monitor_pid, .. } => Ok(Started { init_pid: 0, monitor_pid, started_at_unix_nanos: now }),
+            Ready::Exited { monitor_pid, .. } => Ok(Started { init_pid: 0, monitor_pid, started_at_unix_nanos: spawned_at }),
             Ready::Failed { error, .. } => Err(RuntimeError::StartFailed { id: id.to_string(), message: error }),
         }
     }
