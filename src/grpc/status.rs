@@ -41,6 +41,7 @@ fn image_code(err: &ImageError) -> Code {
     match err {
         ImageError::InvalidReference(_) | ImageError::BadCredentials { .. } | ImageError::BadContainerId(_) => Code::InvalidArgument,
         ImageError::NotFound(_) => Code::NotFound,
+        ImageError::InUse { .. } => Code::FailedPrecondition,
         ImageError::Registry { kind, .. } => match kind {
             FailureKind::NotFound => Code::NotFound,
             FailureKind::Unauthorized => Code::Unauthenticated,

@@ -56,6 +56,8 @@ pub enum ImageError {
     Unpack { image: String, layer: String, source: UnpackError },
     #[error("pulling {image}: layer {layer} unpacks to diff id {actual}, but the image config says {expected}")]
     DiffIdMismatch { image: String, layer: String, expected: String, actual: String },
+    #[error("image {image} is in use by container {container}")]
+    InUse { image: String, container: String },
     #[error("invalid container id {0:?} for a rootfs")]
     BadContainerId(String),
     #[error(transparent)]
@@ -428,8 +430,9 @@ impl ImageManager {
 
     /// Remove an image by id, tag or digest (idempotent). Removing one tag of an image that has other tags
     /// only untags it; removing its last tag, its digest or its id removes the image, and then blobs and
-    /// layer directories no remaining image uses are deleted. Returns whether anything was removed.
-    pub async fn remove(&self, name: &str) -> Result<bool, ImageError> {
+    /// layer directories no remaining image uses are deleted. `user_of` names a container still using
+    /// an image id; such an image is not deleted (`InUse`). Returns whether anything was removed.
+    pub async fn remove(&self, name: &str, user_of: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<bool, ImageError> {
         let _exclusive = self.gc_lock.write().await;
         let Some(image) = self.resolve(name)? else {
             return Ok(false);
@@ -441,6 +444,9 @@ impl ImageManager {
                 tracing::info!(image = %image.id, %tag, "untagged");
             }
             _ => {
+                if let Some(user) = user_of(&image.id) {
+                    return Err(ImageError::InUse { image: image.id.clone(), container: user });
+                }
                 self.store.remove_image(&image.id)?;
                 let removed = self.collect_garbage()?;
                 tracing::info!(image = %image.id, garbage = removed, "removed image");
