@@ -66,15 +66,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// `__monitor <spec>`, `__monitor-start <spec> <result>`, `__exec <context> -- argv…`: the hidden
+/// `__monitor <spec>`, `__monitor-start <spec> <result>`, `__exec <context> -- argv…`,
+/// `__pod-infra <dir>`, `__pause <dir>`: the hidden
 /// subcommands the daemon re-executes itself as. None when this is not one of them.
 fn run_helper_subcommand() -> Option<i32> {
+    use cri_lxc::runtime::infra;
     use cri_lxc::runtime::lxc::{exec, monitor};
     let args: Vec<String> = std::env::args().collect();
     let code = match (args.get(1).map(String::as_str), args.len()) {
         (Some(monitor::MONITOR_SUBCOMMAND), 3) => monitor::run_monitor(std::path::Path::new(&args[2])),
         (Some(monitor::START_SUBCOMMAND), 4) => monitor::run_start_helper(std::path::Path::new(&args[2]), std::path::Path::new(&args[3])),
         (Some(exec::EXEC_SUBCOMMAND), _) => exec::run_exec_helper(&args[2..]),
+        (Some(infra::INFRA_SUBCOMMAND), _) => infra::run_infra_helper(&args[2..]),
+        (Some(infra::PAUSE_SUBCOMMAND), 3) => infra::run_pause(),
         _ => return None,
     };
     Some(code)

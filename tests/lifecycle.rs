@@ -1262,3 +1262,318 @@ async fn removing_pods_in_every_state_leaves_nothing_behind() {
     assert!(fx.list_containers(None).await.is_empty());
     fx.assert_no_leaks().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// ReopenContainerLog (kubelet's log rotation)
+
+/// The counter values of `count <n>` stdout lines, in order; panics on any other stdout line or on
+/// an unterminated one (`what` names the file for the message).
+fn counters(recs: &[LogRecord], what: &str) -> Vec<u64> {
+    stream_lines(recs, "stdout")
+        .into_iter()
+        .filter(|(_, done)| *done)
+        .map(|(l, _)| {
+            let l = String::from_utf8_lossy(&l).into_owned();
+            l.strip_prefix("count ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{what}: unexpected stdout line {l:?}"))
+        })
+        .collect()
+}
+
+/// `v` is `first, first + 1, …` (no line lost or repeated).
+fn assert_contiguous(v: &[u64], first: u64, what: &str) {
+    let want: Vec<u64> = (first..first + v.len() as u64).collect();
+    assert_eq!(v, want.as_slice(), "{what}: counter lines are not contiguous from {first}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopen_container_log_after_rotation() {
+    let fx = Fixture::start().await;
+    let pod = fx.pod_config("rotate");
+    let pod_id = fx.run_pod(&pod).await;
+    let cfg = fx.container_config("counter", &["sh", "-c", r#"i=0; while true; do i=$((i+1)); echo "count $i"; sleep 0.1; done"#]);
+    let log = fx.log_file(&pod, &cfg);
+    let id = fx.create_and_start(&pod_id, &pod, cfg).await;
+    let count_lines = |l: &[String]| l.iter().filter(|x| x.starts_with("count ")).count();
+    wait_log(&log, "3 counter lines", T60, |l| count_lines(l) >= 3).await;
+
+    // kubelet's rotation, twice: rename 0.log, ReopenContainerLog, the writer starts a new 0.log.
+    let mut next = 1u64; // the first counter value the current 0.log must start with
+    for round in 1..=2 {
+        let rotated = log.with_file_name(format!("0.log.{round}"));
+        std::fs::rename(&log, &rotated).unwrap();
+        if let Err(e) = fx.reopen_log(&id).await {
+            panic!("round {round}: ReopenContainerLog after renaming the log failed: {}", describe(&e));
+        }
+        // the new file appears and gets new lines (read_log parses strictly, panicking otherwise)
+        wait_log(&log, &format!("round {round}: 3 counter lines in the reopened 0.log"), T60, |l| count_lines(l) >= 3).await;
+        // the writer has moved on: the rotated file is final, complete and strictly valid
+        let data = std::fs::read(&rotated).unwrap();
+        let recs = parse_cri_log(&data, true).unwrap_or_else(|e| panic!("round {round}: rotated {}: {e}", rotated.display()));
+        let old = counters(&recs, &rotated.display().to_string());
+        assert!(!old.is_empty(), "round {round}: the rotated file has no counter lines");
+        assert_contiguous(&old, next, &format!("round {round}: rotated {}", rotated.display()));
+        let last_old = *old.last().unwrap();
+        let new = counters(&read_log(&log), "reopened 0.log");
+        assert!(
+            new.iter().all(|n| *n > last_old),
+            "round {round}: the reopened 0.log has counters {new:?}, not all after the rotated file's last {last_old}"
+        );
+        assert_contiguous(&new, last_old + 1, &format!("round {round}: reopened 0.log (nothing lost between the files)"));
+        next = last_old + 1;
+    }
+    assert_eq!(fx.status_ok(&id).await.state, RUNNING, "the container keeps running through rotations");
+
+    // ReopenContainerLog on a container that is not running: an error naming the problem
+    let check_not_running = |e: &tonic::Status, cid: &str, what: &str| {
+        let msg = e.message().to_lowercase();
+        assert!(
+            msg.contains(cid) || msg.contains(&cid[..12]) || msg.contains("not running"),
+            "{what}: the message should name the container or say it is not running: {}",
+            describe(e)
+        );
+    };
+    let created = fx.create_ok(&pod_id, &pod, fx.container_config("never-started", &["sh", "-c", LOOP])).await;
+    let e = expect_err(fx.reopen_log(&created).await, "ReopenContainerLog on a CREATED container");
+    check_not_running(&e, &created, "CREATED container");
+
+    fx.stop_ok(&id, 0).await;
+    assert_eq!(fx.status_ok(&id).await.state, EXITED);
+    let data = std::fs::read(&log).unwrap();
+    let recs = parse_cri_log(&data, true).unwrap_or_else(|e| panic!("final 0.log after the container exited: {e}"));
+    assert_contiguous(&counters(&recs, "final 0.log"), next, "final 0.log");
+    let e = expect_err(fx.reopen_log(&id).await, "ReopenContainerLog on an EXITED container");
+    check_not_running(&e, &id, "EXITED container");
+    expect_code(fx.reopen_log(UNKNOWN_ID).await, &[Code::NotFound], "ReopenContainerLog(unknown id)");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RemoveImage and containers
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_image_in_use_is_refused_untag_is_allowed() {
+    let fx = Fixture::start().await;
+    let tag1 = fx.image.clone();
+    let tag2 = fx.push_and_pull("test/busybox:2", &busybox_image()).await;
+    let img = fx.image_status(&tag1).await.expect("ImageStatus(tag 1)");
+    let img2 = fx.image_status(&tag2).await.expect("ImageStatus(tag 2)");
+    assert_eq!(img.id, img2.id, "the same image under two tags has one id");
+    let image_id = img.id.clone();
+    for t in [&tag1, &tag2] {
+        assert!(img2.repo_tags.contains(t), "repo_tags {:?} lack {t}", img2.repo_tags);
+    }
+
+    let pod = fx.pod_config("image-user");
+    let pod_id = fx.run_pod(&pod).await;
+    let mut cfg = fx.container_config("user", &["sh", "-c", LOOP]);
+    cfg.image = Some(ImageSpec { image: tag2.clone(), ..Default::default() });
+    let ctr = fx.create_and_start(&pod_id, &pod, cfg).await;
+
+    // untagging the tag the container was created from is fine: the image keeps tag 1
+    if let Err(e) = fx.remove_image(&tag2).await {
+        panic!("RemoveImage({tag2}) (untag while in use) failed: {}", describe(&e));
+    }
+    let after = fx.image_status(&tag1).await.expect("ImageStatus(tag 1) after untagging tag 2");
+    assert_eq!(after.id, image_id);
+    assert!(after.repo_tags.contains(&tag1), "tag 1 is gone: {:?}", after.repo_tags);
+    assert!(!after.repo_tags.contains(&tag2), "tag 2 is still there: {:?}", after.repo_tags);
+    assert!(fx.image_status(&tag2).await.is_none(), "ImageStatus(tag 2) after untagging");
+
+    // deleting the image itself is refused while a container uses it
+    let e = expect_code(fx.remove_image(&image_id).await, &[Code::FailedPrecondition], "RemoveImage(id) of an image in use");
+    assert!(e.message().contains("in use"), "message: {}", describe(&e));
+    assert!(fx.list_images().await.iter().any(|i| i.id == image_id), "the image in use is still listed");
+    assert_eq!(fx.image_status(&image_id).await.map(|i| i.id), Some(image_id.clone()), "ImageStatus(id) after the refusal");
+    assert_eq!(fx.exec_stdout(&ctr, &["echo", "still-fine"]).await, "still-fine\n", "the container is unaffected");
+
+    // once the container is removed the image can go
+    fx.stop_ok(&ctr, 0).await;
+    fx.remove_ok(&ctr).await;
+    if let Err(e) = fx.remove_image(&image_id).await {
+        panic!("RemoveImage({image_id}) after its container was removed failed: {}", describe(&e));
+    }
+    assert!(!fx.list_images().await.iter().any(|i| i.id == image_id), "the removed image is still listed");
+    assert!(fx.image_status(&tag1).await.is_none(), "ImageStatus(tag 1) after removing the image");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID namespace modes
+
+/// A pod config with `pid` as the pod's PID namespace mode (and the containers', via
+/// [`pid_container`]), as kubelet sends it (e.g. POD for `shareProcessNamespace: true`).
+fn pid_pod(fx: &Fixture, name: &str, pid: NamespaceMode) -> PodSandboxConfig {
+    let mut pod = fx.pod_config(name);
+    let sc = pod.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.namespace_options.as_mut().unwrap().pid = pid as i32;
+    pod
+}
+
+fn pid_container(fx: &Fixture, name: &str, pid: NamespaceMode, command: &[&str]) -> ContainerConfig {
+    let mut cfg = fx.container_config(name, command);
+    let sc = cfg.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.namespace_options.as_mut().unwrap().pid = pid as i32;
+    cfg
+}
+
+fn assert_pod_pid_mode(st: &PodSandboxStatus, pid: NamespaceMode) {
+    let ns = st.linux.as_ref().and_then(|l| l.namespaces.as_ref()).and_then(|n| n.options.as_ref());
+    assert_eq!(ns.map(|n| n.pid), Some(pid as i32), "PodSandboxStatus.linux.namespaces.options.pid");
+}
+
+/// Host pid of the container process whose command line is exactly `cmdline` (and that carries
+/// the fixture token in its environment).
+async fn container_pid(fx: &Fixture, cmdline: &str) -> i32 {
+    let token = format!("{TOKEN_ENV}={}", fx.token);
+    wait_for(&format!("the container process {cmdline:?}"), T30, || {
+        let found: Vec<i32> = processes()
+            .into_iter()
+            .filter(|p| p.state != 'Z' && p.cmdline == cmdline && p.environ_contains(&token))
+            .map(|p| p.pid)
+            .collect();
+        (found.len() == 1).then(|| found[0])
+    })
+    .await
+}
+
+/// `/proc/<pid>/ns/pid` (e.g. `pid:[4026531836]`).
+fn pid_ns(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).map(|p| p.display().to_string()).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// The pid as seen in its innermost PID namespace (last `NSpid:` field of `/proc/<pid>/status`).
+fn inner_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
+}
+
+/// Host pid and command line of PID 1 of the PID namespace `ns` (a `pid:[…]` link).
+fn init_of_pid_ns(ns: &str) -> Option<(i32, String)> {
+    processes()
+        .into_iter()
+        .find(|p| p.state != 'Z' && pid_ns(p.pid) == ns && inner_pid(p.pid) == Some(1))
+        .map(|p| (p.pid, p.cmdline))
+}
+
+/// `/proc/1/cmdline` inside a container, NULs as spaces.
+async fn pid1_cmdline(fx: &Fixture, id: &str) -> String {
+    fx.exec_stdout(id, &["cat", "/proc/1/cmdline"]).await.replace('\0', " ").trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_pod_mode_shares_processes_between_containers() {
+    let fx = Fixture::start().await;
+    let pod = pid_pod(&fx, "pid-pod", NamespaceMode::Pod);
+    let pod_id = fx.run_pod(&pod).await;
+    assert_pod_pid_mode(&fx.pod_status_ok(&pod_id).await, NamespaceMode::Pod);
+    let a_cfg = pid_container(&fx, "a", NamespaceMode::Pod, &["sh", "-c", "exec sleep 1001"]);
+    let b_cfg = pid_container(&fx, "b", NamespaceMode::Pod, &["sh", "-c", "exec sleep 1002"]);
+    let a = fx.create_and_start(&pod_id, &pod, a_cfg).await;
+    let b = fx.create_and_start(&pod_id, &pod, b_cfg).await;
+    let a_pid = container_pid(&fx, "sleep 1001").await;
+    let b_pid = container_pid(&fx, "sleep 1002").await;
+    assert_eq!(pid_ns(a_pid), pid_ns(b_pid), "the containers of a POD-mode pod share one PID namespace (host view)");
+    assert_ne!(pid_ns(a_pid), pid_ns(std::process::id() as i32), "the pod's PID namespace is not the host's");
+
+    // each container sees the other's process
+    let ps_a = fx.exec_stdout(&a, &["ps"]).await;
+    assert!(ps_a.contains("sleep 1002"), "ps in container a does not list container b's sleep 1002:\n{ps_a}");
+    assert!(ps_a.contains("sleep 1001"), "ps in container a does not list its own sleep 1001:\n{ps_a}");
+    let ps_b = fx.exec_stdout(&b, &["ps"]).await;
+    assert!(ps_b.contains("sleep 1001"), "ps in container b does not list container a's sleep 1001:\n{ps_b}");
+
+    // PID 1 of the pod's namespace is the pod's infra process, not a container's command
+    for (id, name) in [(&a, "a"), (&b, "b")] {
+        let init = pid1_cmdline(&fx, id).await;
+        assert!(!init.is_empty(), "/proc/1/cmdline in {name} is empty");
+        assert!(!init.contains("sleep 100"), "PID 1 seen from {name} is a container's command: {init:?}\n{ps_a}");
+    }
+    // the leak check would catch the infra process if it outlived the pod
+    let (infra_pid, infra_cmd) = init_of_pid_ns(&pid_ns(a_pid)).expect("no PID 1 of the pod's PID namespace on the host");
+    assert_ne!(infra_pid, a_pid);
+    assert_ne!(infra_pid, b_pid);
+    let live = fx.leaks();
+    assert!(
+        live.iter().any(|l| l.contains(&format!("pid {infra_pid} "))),
+        "the leak check does not see the pod's infra process {infra_pid} ({infra_cmd}) while the pod runs:\n  {}",
+        live.join("\n  ")
+    );
+
+    // stopping a leaves b (and its process) alone
+    fx.stop_ok(&a, 0).await;
+    assert_eq!(fx.status_ok(&a).await.state, EXITED);
+    assert_eq!(fx.status_ok(&b).await.state, RUNNING, "stopping container a stopped container b");
+    let ps_b = fx.exec_stdout(&b, &["ps"]).await;
+    assert!(ps_b.contains("sleep 1002"), "b's sleep 1002 is gone after stopping a:\n{ps_b}");
+    assert!(!ps_b.contains("sleep 1001"), "a's sleep 1001 is still there after stopping a:\n{ps_b}");
+
+    // StopPodSandbox stops b and every process of the sandbox, the infra process too
+    fx.stop_pod_ok(&pod_id).await;
+    assert_eq!(fx.status_ok(&b).await.state, EXITED, "StopPodSandbox stops container b");
+    wait_for(&format!("the infra process {infra_pid} ({infra_cmd}) to end after StopPodSandbox"), T30, || {
+        let gone = processes().iter().all(|p| p.pid != infra_pid || p.state == 'Z' || p.cmdline != infra_cmd);
+        gone.then_some(())
+    })
+    .await;
+    fx.remove_pod_ok(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_container_mode_isolates() {
+    let fx = Fixture::start().await;
+    let pod = pid_pod(&fx, "pid-container", NamespaceMode::Container);
+    let pod_id = fx.run_pod(&pod).await;
+    assert_pod_pid_mode(&fx.pod_status_ok(&pod_id).await, NamespaceMode::Container);
+    let a = fx.create_and_start(&pod_id, &pod, pid_container(&fx, "a", NamespaceMode::Container, &["sh", "-c", "exec sleep 2001"])).await;
+    let b = fx.create_and_start(&pod_id, &pod, pid_container(&fx, "b", NamespaceMode::Container, &["sh", "-c", "exec sleep 2002"])).await;
+    let a_pid = container_pid(&fx, "sleep 2001").await;
+    let b_pid = container_pid(&fx, "sleep 2002").await;
+    assert_ne!(pid_ns(a_pid), pid_ns(b_pid), "CONTAINER mode: each container has a PID namespace of its own");
+
+    let ps_a = fx.exec_stdout(&a, &["ps"]).await;
+    assert!(ps_a.contains("sleep 2001"), "ps in a does not list its own sleep 2001:\n{ps_a}");
+    assert!(!ps_a.contains("sleep 2002"), "ps in a lists b's sleep 2002:\n{ps_a}");
+    let ps_b = fx.exec_stdout(&b, &["ps"]).await;
+    assert!(!ps_b.contains("sleep 2001"), "ps in b lists a's sleep 2001:\n{ps_b}");
+    let init_a = pid1_cmdline(&fx, &a).await;
+    assert!(!init_a.contains("sleep 2002"), "PID 1 in a is b's command: {init_a:?}");
+    let init_b = pid1_cmdline(&fx, &b).await;
+    assert!(!init_b.contains("sleep 2001"), "PID 1 in b is a's command: {init_b:?}");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_node_mode_sees_host_processes() {
+    let fx = Fixture::start().await;
+    let pod = pid_pod(&fx, "pid-node", NamespaceMode::Node);
+    let pod_id = fx.run_pod(&pod).await;
+    assert_pod_pid_mode(&fx.pod_status_ok(&pod_id).await, NamespaceMode::Node);
+    let id = fx.create_and_start(&pod_id, &pod, pid_container(&fx, "host-pid", NamespaceMode::Node, &["sh", "-c", "exec sleep 3001"])).await;
+    let pid = container_pid(&fx, "sleep 3001").await;
+    let me = std::process::id() as i32;
+    assert_eq!(pid_ns(pid), pid_ns(me), "NODE mode: the container is in the host's PID namespace");
+
+    // the container's /proc is mounted from the host PID namespace: the test process is in it
+    let ls = fx.exec_stdout(&id, &["ls", "/proc"]).await;
+    assert!(ls.split_whitespace().any(|e| e == me.to_string()), "/proc in the container lacks the test's pid {me}:\n{ls}");
+    let mine = std::fs::read("/proc/self/cmdline").unwrap();
+    let inside = fx.exec_ok(&id, &["cat", &format!("/proc/{me}/cmdline")]).await;
+    assert_eq!(inside.stdout.as_bytes(), &mine[..], "/proc/{me}/cmdline inside the container (stderr {:?})", inside.stderr);
+    let host_init = std::fs::read("/proc/1/cmdline").unwrap();
+    let init = fx.exec_ok(&id, &["cat", "/proc/1/cmdline"]).await;
+    assert_eq!(init.stdout.as_bytes(), &host_init[..], "/proc/1/cmdline inside is the host's init");
+    let ps = fx.exec_stdout(&id, &["ps"]).await;
+    assert!(ps.lines().any(|l| l.split_whitespace().next() == Some(me.to_string().as_str())), "ps in the container lacks pid {me}:\n{ps}");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}

@@ -143,8 +143,8 @@ impl CriService {
             net: opt_path(&sandbox.netns_path),
             ipc: opt_path(&sandbox.ipcns_path),
             uts: opt_path(&sandbox.utsns_path),
-            // Every container has a PID namespace of its own; see the note in the README on POD mode.
-            pid: None,
+            // The pod's shared PID namespace, held by its infra process (NamespaceMode POD).
+            pid: (sandbox.infra_pid > 0).then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.infra_pid))),
             host_net: options.network() == NamespaceMode::Node,
             host_ipc: options.ipc() == NamespaceMode::Node,
             host_pid: options.pid() == NamespaceMode::Node,

@@ -20,9 +20,11 @@ impl CriService {
                 }
                 SandboxPhase::Ready => {
                     let pinned = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
-                    let lost = pinned.iter().filter(|p| !p.is_empty()).any(|p| !is_mounted(std::path::Path::new(p.as_str())).unwrap_or(false));
+                    let lost_ns = pinned.iter().filter(|p| !p.is_empty()).any(|p| !is_mounted(std::path::Path::new(p.as_str())).unwrap_or(false));
+                    let lost_infra = sandbox.infra_pid > 0 && !self.runtime.pod_infra_alive(sandbox.infra_pid, &self.sandbox_dir(&sandbox.id));
+                    let lost = lost_ns || lost_infra;
                     if lost {
-                        tracing::warn!(pod_sandbox_id = %sandbox.id, "pinned namespaces are gone (reboot?); marking the sandbox NotReady");
+                        tracing::warn!(pod_sandbox_id = %sandbox.id, "pinned namespaces or the infra process are gone (reboot?); marking the sandbox NotReady");
                         let mut updated = sandbox.clone();
                         updated.phase = SandboxPhase::NotReady as i32;
                         self.store.update_sandbox(&updated)?;

@@ -116,6 +116,17 @@ impl CriService {
         record.ipcns_path = path_str(&pinned.ipc);
         record.utsns_path = path_str(&pinned.uts);
 
+        // A PID namespace shared by the pod's containers needs a process to hold it.
+        if options.pid() == NamespaceMode::Pod {
+            let pid = self.runtime.start_pod_infra(&dir).await?;
+            record.infra_pid = pid;
+            let runtime = self.runtime.clone();
+            let dir = dir.clone();
+            undo.push("stop the pod infra process", move || async move {
+                runtime.stop_pod_infra(pid, &dir).await;
+                Ok(())
+            });
+        }
         record.resolv_conf_path = write_file(&dir, "resolv.conf", &resolv_conf(config.dns_config.as_ref())?)?;
         let node_hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_default();
         let effective_hostname = if host_net { node_hostname } else { hostname };

@@ -34,6 +34,9 @@ impl CriService {
             let request = PodNetworkRequest { sandbox_id: sandbox.id.clone(), pod_name: meta.name, pod_namespace: meta.namespace, pod_uid: meta.uid };
             self.network.teardown(&request, Some(std::path::Path::new(&sandbox.netns_path))).await?;
         }
+        if sandbox.infra_pid > 0 {
+            self.runtime.stop_pod_infra(sandbox.infra_pid, &self.sandbox_dir(&sandbox.id)).await;
+        }
         // Reload: stopping containers does not touch the sandbox record, but be exact.
         if let Some(mut current) = self.store.sandbox(&sandbox.id)? {
             if current.phase != SandboxPhase::NotReady as i32 {

@@ -4,6 +4,7 @@
 //!
 //! Must not depend on cri/ or grpc/: the runtime knows processes, files and LXC, not CRI semantics.
 
+pub mod infra;
 pub mod lxc;
 pub mod namespaces;
 
@@ -155,4 +156,10 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec_sync(&self, id: &str, argv: &[String], timeout: Option<Duration>) -> Result<ExecOutput, RuntimeError>;
     /// Make the container's log writer reopen its file (after kubelet rotated it).
     async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Start the process holding a pod's shared PID namespace (see infra.rs); returns its pid.
+    async fn start_pod_infra(&self, sandbox_dir: &std::path::Path) -> Result<i32, RuntimeError>;
+    /// Stop it; idempotent, and a no-op if `pid` is no longer that pod's infra process.
+    async fn stop_pod_infra(&self, pid: i32, sandbox_dir: &std::path::Path);
+    /// Whether the pod's infra process still runs.
+    fn pod_infra_alive(&self, pid: i32, sandbox_dir: &std::path::Path) -> bool;
 }

@@ -447,6 +447,41 @@ impl Cri {
         r.stdout
     }
 
+    /// ReopenContainerLog (kubelet calls it after renaming the log file).
+    pub async fn reopen_log(&self, id: &str) -> Result<(), Status> {
+        let mut c = self.client.clone();
+        let req = ReopenContainerLogRequest { container_id: id.to_string() };
+        within("ReopenContainerLog", RPC_TIMEOUT, c.runtime.reopen_container_log(req)).await.map(|_| ())
+    }
+
+    // ----- images
+
+    /// ImageStatus (not verbose); `None` = the daemon does not have the image. Panics on error.
+    pub async fn image_status(&self, image: &str) -> Option<Image> {
+        let mut c = self.client.clone();
+        let req = ImageStatusRequest { image: Some(ImageSpec { image: image.to_string(), ..Default::default() }), verbose: false };
+        match within("ImageStatus", RPC_TIMEOUT, c.image.image_status(req)).await {
+            Ok(r) => r.into_inner().image,
+            Err(e) => panic!("ImageStatus({image}) failed: {}", describe(&e)),
+        }
+    }
+
+    /// ListImages without a filter. Panics on error.
+    pub async fn list_images(&self) -> Vec<Image> {
+        let mut c = self.client.clone();
+        match within("ListImages", RPC_TIMEOUT, c.image.list_images(ListImagesRequest { filter: None })).await {
+            Ok(r) => r.into_inner().images,
+            Err(e) => panic!("ListImages failed: {}", describe(&e)),
+        }
+    }
+
+    /// RemoveImage by any reference form (tag, digest, id).
+    pub async fn remove_image(&self, image: &str) -> Result<(), Status> {
+        let mut c = self.client.clone();
+        let req = RemoveImageRequest { image: Some(ImageSpec { image: image.to_string(), ..Default::default() }) };
+        within("RemoveImage", RPC_TIMEOUT, c.image.remove_image(req)).await.map(|_| ())
+    }
+
     /// Remove every pod and container the daemon lists (best effort, errors ignored).
     pub async fn remove_everything(&self) {
         let mut c = self.client.clone();

@@ -46,35 +46,36 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     // The rootfs is the overlay cri-lxc mounted; liblxc only pivots into it.
     line("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()));
 
-    // Namespaces: join the pod's pinned ones by path, keep the host's where the pod uses the host's,
-    // otherwise the container gets its own (liblxc's default is to unshare every namespace).
-    let mut keep = Vec::new();
+    // Namespaces: join the pod's pinned ones by path, use the host's where the pod does
+    // (NamespaceMode NODE), and create the rest. The set to create is always spelled out with
+    // `lxc.namespace.clone`: its alternative `lxc.namespace.keep` makes liblxc 5 clone every other
+    // namespace *including user*, which without an idmap breaks the start (EOVERFLOW on /dev/pts).
+    let mut clone = vec!["mnt", "cgroup"];
     if let Some(p) = &spec.namespaces.net {
         line("lxc.namespace.share.net", &p.display().to_string());
-    } else if spec.namespaces.host_net {
-        keep.push("net");
+    } else if !spec.namespaces.host_net {
+        clone.push("net");
     }
     if let Some(p) = &spec.namespaces.ipc {
         line("lxc.namespace.share.ipc", &p.display().to_string());
-    } else if spec.namespaces.host_ipc {
-        keep.push("ipc");
+    } else if !spec.namespaces.host_ipc {
+        clone.push("ipc");
     }
     if let Some(p) = &spec.namespaces.uts {
         line("lxc.namespace.share.uts", &p.display().to_string());
-    } else if spec.namespaces.host_net {
+    } else if !spec.namespaces.host_net {
         // Host-network pods use the host's hostname (kubelet's expectation).
-        keep.push("uts");
-    } else if !spec.hostname.is_empty() {
-        line("lxc.uts.name", &spec.hostname);
+        clone.push("uts");
+        if !spec.hostname.is_empty() {
+            line("lxc.uts.name", &spec.hostname);
+        }
     }
     if let Some(p) = &spec.namespaces.pid {
         line("lxc.namespace.share.pid", &p.display().to_string());
-    } else if spec.namespaces.host_pid {
-        keep.push("pid");
+    } else if !spec.namespaces.host_pid {
+        clone.push("pid");
     }
-    if !keep.is_empty() {
-        line("lxc.namespace.keep", &keep.join(" "));
-    }
+    line("lxc.namespace.clone", &clone.join(" "));
 
     // Application container: no console, no ttys of its own; stdio belongs to the monitor.
     line("lxc.console.path", "none");

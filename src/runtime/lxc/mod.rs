@@ -58,6 +58,49 @@ fn process_alive(pid: i32) -> bool {
     pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// The directories of the cgroup liblxc made for container `id` (`…/lxc.payload.<id>`) that `pid`
+/// is in, one per mounted hierarchy: the unified one (`0::`) and the v1 controllers.
+fn container_cgroup_dirs(id: &str, pid: i32) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let leaf = format!("lxc.payload.{id}");
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        // Only ever the container's own cgroup: never signal a cgroup shared with anything else.
+        if path.rsplit('/').next() != Some(leaf.as_str()) {
+            continue;
+        }
+        let rel = path.trim_start_matches('/');
+        let bases: Vec<String> = if controllers.is_empty() {
+            vec!["/sys/fs/cgroup/unified".into(), "/sys/fs/cgroup".into()]
+        } else {
+            controllers.split(',').filter(|c| !c.starts_with("name=")).map(|c| format!("/sys/fs/cgroup/{c}")).collect()
+        };
+        dirs.extend(bases.iter().map(|b| Path::new(b).join(rel)).filter(|d| d.join("cgroup.procs").is_file()));
+    }
+    dirs
+}
+
+/// SIGKILL every process in the container's cgroup (a few rounds: a process may fork meanwhile).
+fn kill_cgroup_members(id: &str, init_pid: i32) {
+    let dirs = container_cgroup_dirs(id, init_pid);
+    for _ in 0..3 {
+        let mut any = false;
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                any |= kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok();
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+}
+
 /// Create `path` (absolute, inside the container) under `root` if missing, resolving existing
 /// components as the container would see them (symlinks cannot lead outside `root`).
 fn ensure_dir_in_root(root: &Path, path: &str, uid: u32, gid: u32) -> Result<(), RuntimeError> {
@@ -187,7 +230,10 @@ impl ContainerRuntime for LxcRuntime {
             pid_file: Some(dir.join("pid.json")),
             stdin: spec.stdin,
             tty: spec.tty,
-            use_init: true,
+            // lxc's init must be PID 1 of a namespace of its own: in the pod's shared PID namespace or
+            // the host's it would be an ordinary process whose shutdown (kill(-1)) hits other
+            // containers or the host. There the app runs directly.
+            use_init: spec.namespaces.pid.is_none() && !spec.namespaces.host_pid,
             max_log_line: monitor::DEFAULT_MAX_LOG_LINE,
             exit_with_main: true,
         };
@@ -255,7 +301,10 @@ impl ContainerRuntime for LxcRuntime {
                 return Ok(());
             }
         }
-        // Killing the container's PID 1 makes the kernel kill every process of its PID namespace.
+        // Every process in the container's cgroup (its own PID namespace is not a boundary when the pod
+        // shares one), then its first process: killing a PID namespace's init makes the kernel kill
+        // the rest of that namespace.
+        kill_cgroup_members(id, pids.init_pid);
         let _ = kill(Pid::from_raw(pids.init_pid), Signal::SIGKILL);
         if self.wait_exit(id, KILL_GRACE).await? {
             Ok(())
@@ -307,6 +356,21 @@ impl ContainerRuntime for LxcRuntime {
             _ => return Err(RuntimeError::NotRunning { id: id.to_string() }),
         }
         exec::run(&self.exe, &self.dir(id)?.join("exec.json"), id, argv, timeout).await
+    }
+
+    async fn start_pod_infra(&self, sandbox_dir: &Path) -> Result<i32, RuntimeError> {
+        let (exe, dir) = (self.exe.clone(), sandbox_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || super::infra::spawn(&exe, &dir))
+            .await
+            .map_err(|e| RuntimeError::Other(format!("infra task: {e}")))?
+    }
+
+    async fn stop_pod_infra(&self, pid: i32, sandbox_dir: &Path) {
+        super::infra::stop(pid, sandbox_dir);
+    }
+
+    fn pod_infra_alive(&self, pid: i32, sandbox_dir: &Path) -> bool {
+        super::infra::is_infra_of(pid, sandbox_dir)
     }
 
     async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {
