@@ -1577,3 +1577,102 @@ async fn pid_namespace_node_mode_sees_host_processes() {
     fx.teardown_pod(&pod_id).await;
     fx.assert_no_leaks().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// host network and IPC namespaces
+
+/// `(st_dev, st_ino)` of `/proc/<pid>/ns/<ns>` (`pid` = "self" for the test process): equal for
+/// processes in the same namespace.
+fn ns_id(pid: &str, ns: &str) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/{pid}/ns/{ns}");
+    let m = std::fs::metadata(&path).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+    (m.dev(), m.ino())
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released right away).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_network_and_ipc_pods_use_the_host_namespaces() {
+    let fx = Fixture::start().await;
+    let host_ns = NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ipc: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    // as kubelet builds a hostNetwork + hostIPC pod: no hostname (the node's is kept), NODE for
+    // network and IPC in the pod's and every container's security context
+    let mut pod = fx.pod_config("host-net");
+    pod.hostname = String::new();
+    pod.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options = Some(host_ns.clone());
+    let host_ctr = |name: &str, command: &[&str]| {
+        let mut cfg = fx.container_config(name, command);
+        cfg.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options = Some(host_ns.clone());
+        cfg
+    };
+    let pod_id = fx.run_pod(&pod).await;
+    let st = fx.pod_status_ok(&pod_id).await;
+    let opts = st.linux.as_ref().and_then(|l| l.namespaces.as_ref()).and_then(|n| n.options.as_ref());
+    assert_eq!(opts.map(|o| o.network), Some(NamespaceMode::Node as i32), "PodSandboxStatus.linux.namespaces.options.network: {opts:?}");
+    assert_eq!(opts.map(|o| o.ipc), Some(NamespaceMode::Node as i32), "PodSandboxStatus.linux.namespaces.options.ipc: {opts:?}");
+    assert_eq!(opts.map(|o| o.pid), Some(NamespaceMode::Container as i32), "PodSandboxStatus.linux.namespaces.options.pid: {opts:?}");
+
+    let id = fx.create_and_start(&pod_id, &pod, host_ctr("host-sleep", &["sleep", "1000"])).await;
+    let pid = container_pid(&fx, "sleep 1000").await.to_string();
+    for ns in ["net", "ipc", "uts"] {
+        assert_eq!(
+            ns_id(&pid, ns),
+            ns_id("self", ns),
+            "host network/IPC pod: /proc/{pid}/ns/{ns} of the container is not the host's (container {:?}, host {:?})",
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}")),
+            std::fs::read_link(format!("/proc/self/ns/{ns}")),
+        );
+    }
+    // a process started by ExecSync is in the host's network namespace too
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string();
+    let inside = fx.exec_stdout(&id, &["readlink", "/proc/self/ns/net"]).await;
+    assert_eq!(inside.trim_end(), host_net, "readlink /proc/self/ns/net in an ExecSync process");
+
+    // the node's hostname, in the UTS namespace and in /etc/hostname
+    let host_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert_eq!(fx.exec_stdout(&id, &["hostname"]).await, format!("{host_name}\n"), "hostname in a host-network container");
+    assert_eq!(fx.exec_stdout(&id, &["cat", "/etc/hostname"]).await, format!("{host_name}\n"), "/etc/hostname in a host-network container");
+
+    // a listener in a container of the pod is reachable from the host's loopback
+    let port = free_port();
+    let nc = fx
+        .create_and_start(&pod_id, &pod, host_ctr("host-nc", &["nc", "-l", "-p", &port.to_string(), "-e", "echo", "hello"]))
+        .await;
+    let got = wait_for(&format!("a connection to the container's nc on 127.0.0.1:{port}"), T30, || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        Some(buf)
+    })
+    .await;
+    assert_eq!(got, "hello\n", "read from the container's nc on 127.0.0.1:{port}");
+    assert_exited(&fx, &fx.wait_state(&nc, EXITED, T30).await, 0, "nc after serving one connection");
+
+    // an ordinary pod in the same test: namespaces of its own
+    let other = fx.pod_config("pod-net");
+    let other_id = fx.run_pod(&other).await;
+    let st = fx.pod_status_ok(&other_id).await;
+    let opts = st.linux.as_ref().and_then(|l| l.namespaces.as_ref()).and_then(|n| n.options.as_ref());
+    assert_eq!(opts.map(|o| o.network), Some(NamespaceMode::Pod as i32), "PodSandboxStatus of the ordinary pod: {opts:?}");
+    let other_ctr = fx.create_and_start(&other_id, &other, fx.container_config("pod-sleep", &["sleep", "1001"])).await;
+    let other_pid = container_pid(&fx, "sleep 1001").await.to_string();
+    for ns in ["net", "ipc", "uts"] {
+        assert_ne!(ns_id(&other_pid, ns), ns_id("self", ns), "ordinary pod: /proc/{other_pid}/ns/{ns} of the container is the host's");
+    }
+    assert_eq!(fx.exec_stdout(&other_ctr, &["hostname"]).await, "pod-net\n", "hostname in the ordinary pod");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.teardown_pod(&other_id).await;
+    fx.assert_no_leaks().await;
+}

@@ -379,6 +379,20 @@ impl ContainerRuntime for LxcRuntime {
             return Err(RuntimeError::NotRunning { id: id.to_string() });
         }
         // The monitor reopens its log file on SIGUSR1 (see monitor.rs).
-        kill(Pid::from_raw(pids.monitor_pid), Signal::SIGUSR1).map_err(|e| RuntimeError::Other(format!("signalling monitor: {e}")))
+        kill(Pid::from_raw(pids.monitor_pid), Signal::SIGUSR1).map_err(|e| RuntimeError::Other(format!("signalling monitor: {e}")))?;
+        // Answer once the file exists again, as containerd does: kubelet's rotation moves the old
+        // file away before asking and expects writes to have somewhere to go when we return.
+        let spec: Option<MonitorSpec> = read_json(&self.dir(id)?.join("monitor.json"))?;
+        let Some(log_path) = spec.map(|s| s.log_path) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !log_path.exists() {
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Other(format!("container {id}: log {} was not reopened within 5s", log_path.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
