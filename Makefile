@@ -1,13 +1,14 @@
 # cri-lxc — the two commands of the README:
 #   make run    install Debian packages, build, start the daemon with built-in defaults (foreground)
 #   make test   install Debian packages, build, run the whole test suite
-# `make install` installs the binary and the systemd unit and starts it under systemd.
+# `make install` installs the binary and the systemd unit and starts it under systemd;
+# `make bench` measures pod and container lifecycle latency.
 
 DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev lxc lxc-dev \
                 docker-registry apache2-utils busybox-static zstd iproute2 containernetworking-plugins
 CARGO ?= cargo
 
-.PHONY: deps build run install test clean
+.PHONY: deps build run install test bench clean
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "run as root: packages are installed with apt-get"; exit 1; fi
@@ -34,6 +35,9 @@ install: build
 
 test: deps
 	$(CARGO) test -- --test-threads=4
+
+bench: deps
+	$(CARGO) bench --bench lifecycle_latency
 
 clean:
 	$(CARGO) clean

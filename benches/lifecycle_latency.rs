@@ -7,7 +7,6 @@
 //! cri-lxc alone.
 
 #[path = "../tests/harness/mod.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxPodSandboxStatus, ListPodSandboxRequest, ListPodSandboxResponse, Namespace, NamespaceOption, PodIp, PodSandbox,
+    LinuxPodSandboxStatus, ListPodSandboxRequest, ListPodSandboxResponse, Namespace, PodIp, PodSandbox,
     PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use prost::Message;
@@ -40,7 +40,7 @@ impl CriService {
             state: cri_state(phase(&sandbox)) as i32,
             created_at: sandbox.created_at_unix_nanos,
             network,
-            linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options: Some(options.unwrap_or(NamespaceOption::default())) }) }),
+            linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options: Some(options.unwrap_or_default()) }) }),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
             runtime_handler: sandbox.runtime_handler.clone(),

@@ -185,28 +185,6 @@ impl LxcRuntime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn working_dir_is_created_inside_the_root() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("srv")).unwrap();
-        std::os::unix::fs::symlink("/srv", root.path().join("link")).unwrap();
-        ensure_dir_in_root(root.path(), "/link/app/data", 1000, 1000).unwrap();
-        // Through the absolute symlink, but inside the root.
-        let made = root.path().join("srv/app/data");
-        assert!(made.is_dir());
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(&made).unwrap().uid(), 1000);
-        ensure_dir_in_root(root.path(), "/srv/app/data", 0, 0).unwrap(); // idempotent
-        assert!(ensure_dir_in_root(root.path(), "/../x", 0, 0).is_err());
-        std::fs::write(root.path().join("file"), b"").unwrap();
-        assert!(ensure_dir_in_root(root.path(), "/file/sub", 0, 0).is_err());
-    }
-}
-
 #[tonic::async_trait]
 impl ContainerRuntime for LxcRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
@@ -394,5 +372,27 @@ impl ContainerRuntime for LxcRuntime {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_dir_is_created_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("srv")).unwrap();
+        std::os::unix::fs::symlink("/srv", root.path().join("link")).unwrap();
+        ensure_dir_in_root(root.path(), "/link/app/data", 1000, 1000).unwrap();
+        // Through the absolute symlink, but inside the root.
+        let made = root.path().join("srv/app/data");
+        assert!(made.is_dir());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&made).unwrap().uid(), 1000);
+        ensure_dir_in_root(root.path(), "/srv/app/data", 0, 0).unwrap(); // idempotent
+        assert!(ensure_dir_in_root(root.path(), "/../x", 0, 0).is_err());
+        std::fs::write(root.path().join("file"), b"").unwrap();
+        assert!(ensure_dir_in_root(root.path(), "/file/sub", 0, 0).is_err());
     }
 }
