@@ -304,7 +304,7 @@ impl ImageManager {
             pulled_at_unix_nanos: unix_nanos(SystemTime::now()),
             pinned: false,
         };
-        self.store.put_image(&record, &[]).map_err(|e| PullAttempt::Fatal(e.into()))?;
+        self.store.put_image(&record).map_err(|e| PullAttempt::Fatal(e.into()))?;
         tracing::info!(image = %image, id = %config_digest, host = session.host(), "pulled");
         Ok(config_digest)
     }

@@ -136,21 +136,18 @@ impl Store {
         Ok(names.get(name)?.map(|v| v.value().to_string()))
     }
 
-    /// Record a pulled image and the layers it needs, in one transaction. Names the image claims move to
+    /// Record a pulled image (its layers are already recorded), in one transaction. Names the image claims move to
     /// it: an older image that held the same tag loses it (the tag now points at the new pull), as a
     /// re-pull of `:latest` does in containerd and CRI-O.
-    pub fn put_image(&self, image: &ImageRecord, layers: &[LayerRecord]) -> Result<(), StoreError> {
+    pub fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut images = txn.open_table(IMAGES)?;
             let mut names = txn.open_table(IMAGE_NAMES)?;
-            let mut merged = match images.get(image.id.as_str())? {
-                Some(old) => decode::<ImageRecord>("images", &image.id, old.value())?,
-                None => ImageRecord::default(),
-            };
+            let previous = images.get(image.id.as_str())?.map(|v| decode::<ImageRecord>("images", &image.id, v.value())).transpose()?;
             for name in image.repo_tags.iter().chain(image.repo_digests.iter()) {
-                let previous = names.insert(name.as_str(), image.id.as_str())?.map(|v| v.value().to_string());
-                if let Some(prev_id) = previous.filter(|p| p != &image.id) {
+                let holder = names.insert(name.as_str(), image.id.as_str())?.map(|v| v.value().to_string());
+                if let Some(prev_id) = holder.filter(|p| p != &image.id) {
                     let prev = images.get(prev_id.as_str())?.map(|v| decode::<ImageRecord>("images", &prev_id, v.value()));
                     if let Some(mut prev) = prev.transpose()? {
                         prev.repo_tags.retain(|n| n != name);
@@ -160,27 +157,13 @@ impl Store {
                 }
             }
             // Keep names an earlier pull of the same image gave it (another tag of the same content).
-            let mut tags = std::mem::take(&mut merged.repo_tags);
-            let mut digests = std::mem::take(&mut merged.repo_digests);
-            merged = image.clone();
-            for t in &image.repo_tags {
-                if !tags.contains(t) {
-                    tags.push(t.clone());
-                }
+            let mut merged = image.clone();
+            if let Some(previous) = previous {
+                merged.repo_tags = union(previous.repo_tags, &image.repo_tags);
+                merged.repo_digests = union(previous.repo_digests, &image.repo_digests);
             }
-            for d in &image.repo_digests {
-                if !digests.contains(d) {
-                    digests.push(d.clone());
-                }
-            }
-            merged.repo_tags = tags;
-            merged.repo_digests = digests;
             merged.schema_version = RECORD_SCHEMA_VERSION;
             images.insert(image.id.as_str(), merged.encode_to_vec().as_slice())?;
-            let mut layer_table = txn.open_table(LAYERS)?;
-            for layer in layers {
-                layer_table.insert(layer.chain_id.as_str(), layer.encode_to_vec().as_slice())?;
-            }
         }
         txn.commit()?;
         Ok(())
@@ -358,6 +341,16 @@ fn decode<M: Message + Default>(table: &'static str, key: &str, bytes: &[u8]) ->
     M::decode(bytes).map_err(|source| StoreError::Decode { table, key: key.to_string(), source })
 }
 
+/// `first` followed by the entries of `more` it lacks.
+fn union(mut first: Vec<String>, more: &[String]) -> Vec<String> {
+    for m in more {
+        if !first.contains(m) {
+            first.push(m.clone());
+        }
+    }
+    first
+}
+
 fn decode_version(bytes: &[u8]) -> u32 {
     let mut le = [0u8; 4];
     for (dst, src) in le.iter_mut().zip(bytes) {
@@ -378,14 +371,14 @@ mod tests {
     fn put_get_and_names() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        store.put_image(&image("sha256:a", &["r/x:1", "r/x:2"]), &[]).unwrap();
+        store.put_image(&image("sha256:a", &["r/x:1", "r/x:2"])).unwrap();
         assert_eq!(store.image_id_by_name("r/x:2").unwrap().as_deref(), Some("sha256:a"));
         // A new image taking tag 2 moves it.
-        store.put_image(&image("sha256:b", &["r/x:2"]), &[]).unwrap();
+        store.put_image(&image("sha256:b", &["r/x:2"])).unwrap();
         assert_eq!(store.image("sha256:a").unwrap().unwrap().repo_tags, vec!["r/x:1".to_string()]);
         assert_eq!(store.image_id_by_name("r/x:2").unwrap().as_deref(), Some("sha256:b"));
         // Re-pulling the same image under another tag keeps its first tag.
-        store.put_image(&image("sha256:b", &["r/x:3"]), &[]).unwrap();
+        store.put_image(&image("sha256:b", &["r/x:3"])).unwrap();
         let b = store.image("sha256:b").unwrap().unwrap();
         assert_eq!(b.repo_tags, vec!["r/x:2".to_string(), "r/x:3".to_string()]);
         // Untag, then remove.
