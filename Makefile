@@ -5,7 +5,7 @@
 # `make bench` measures pod and container lifecycle latency.
 
 DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev lxc lxc-dev \
-                docker-registry apache2-utils busybox-static zstd iproute2 containernetworking-plugins
+                docker-registry apache2-utils busybox-static zstd iproute2 iptables containernetworking-plugins
 CARGO ?= cargo
 
 .PHONY: deps build run install test bench clean

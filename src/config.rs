@@ -32,6 +32,7 @@ pub struct Config {
     pub runtime_handlers: Vec<String>,
     pub image: ImageConfig,
     pub registry: RegistryConfig,
+    pub cni: CniConfig,
 }
 
 impl Default for Config {
@@ -45,6 +46,7 @@ impl Default for Config {
             runtime_handlers: vec!["lxc".to_string()],
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
         }
     }
 }
@@ -76,6 +78,33 @@ impl Default for ImageConfig {
 impl ImageConfig {
     pub fn pull_progress_timeout(&self) -> Duration {
         Duration::from_secs(self.pull_progress_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Where network configs live; the lexically first *.conflist/*.conf/*.json is used (kubelet's rule).
+    pub conf_dir: PathBuf,
+    /// Plugin binaries, searched in order (Debian's containernetworking-plugins installs to /usr/lib/cni).
+    pub bin_dirs: Vec<PathBuf>,
+    /// One plugin invocation may take this long before it is killed.
+    pub plugin_timeout_secs: u64,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            plugin_timeout_secs: 30,
+        }
+    }
+}
+
+impl CniConfig {
+    pub fn plugin_timeout(&self) -> Duration {
+        Duration::from_secs(self.plugin_timeout_secs)
     }
 }
 
@@ -151,6 +180,12 @@ impl Config {
         }
         if self.image.pull_progress_timeout_secs == 0 {
             return Err(ConfigError::Invalid { field: "image.pull_progress_timeout_secs", reason: "must be at least 1".into() });
+        }
+        if self.cni.plugin_timeout_secs == 0 {
+            return Err(ConfigError::Invalid { field: "cni.plugin_timeout_secs", reason: "must be at least 1".into() });
+        }
+        if self.cni.bin_dirs.is_empty() {
+            return Err(ConfigError::Invalid { field: "cni.bin_dirs", reason: "must list at least one directory".into() });
         }
         if self.image.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid { field: "image.max_concurrent_downloads", reason: "must be at least 1".into() });

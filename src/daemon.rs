@@ -14,7 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::cri::{detect_cgroup_driver, CriError, CriParts, CriService};
-use crate::network::LoopbackOnly;
+use crate::network::cni_network::CniPodNetwork;
 use crate::runtime::lxc::LxcRuntime;
 use crate::runtime::RuntimeError;
 use crate::grpc::server::CriServer;
@@ -71,7 +71,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cgroup_driver,
         store: store.clone(),
         runtime: Arc::new(runtime),
-        network: Arc::new(LoopbackOnly),
+        network: Arc::new(CniPodNetwork::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone(), config.cni.plugin_timeout())),
     }));
     cri.recover().await?;
     let server = CriServer::new(cri);

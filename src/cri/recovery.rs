@@ -25,9 +25,8 @@ impl CriService {
                     let lost = lost_ns || lost_infra;
                     if lost {
                         tracing::warn!(pod_sandbox_id = %sandbox.id, "pinned namespaces or the infra process are gone (reboot?); marking the sandbox NotReady");
-                        let mut updated = sandbox.clone();
-                        updated.phase = SandboxPhase::NotReady as i32;
-                        self.store.update_sandbox(&updated)?;
+                        // Release what the network layer still holds for it (IPAM, host rules).
+                        self.stop_sandbox_locked(sandbox).await?;
                     }
                 }
                 SandboxPhase::NotReady => {}

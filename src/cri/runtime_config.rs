@@ -1,8 +1,8 @@
-//! RuntimeConfig: the cgroup driver kubelet must use with us.
+//! RuntimeConfig (the cgroup driver kubelet must use with us) and UpdateRuntimeConfig (the pod CIDR).
 
 use std::path::Path;
 
-use k8s_cri::v1::{LinuxRuntimeConfiguration, RuntimeConfigRequest, RuntimeConfigResponse};
+use k8s_cri::v1::{LinuxRuntimeConfiguration, RuntimeConfigRequest, RuntimeConfigResponse, UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse};
 
 use super::CriService;
 use crate::config::CgroupDriverSetting;
@@ -31,6 +31,20 @@ impl CriService {
             CgroupDriver::Cgroupfs => k8s_cri::v1::CgroupDriver::Cgroupfs,
         };
         RuntimeConfigResponse { linux: Some(LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) }
+    }
+}
+
+impl CriService {
+    /// UpdateRuntimeConfig: kubelet hands over the node's pod CIDR. CNI plugins take their ranges from
+    /// their own config (host-local ranges, Kube-OVN's subnets), so it is recorded — shown in verbose
+    /// Status — and otherwise changes nothing, which is what Kube-OVN expects.
+    pub async fn update_runtime_config(&self, req: UpdateRuntimeConfigRequest) -> Result<UpdateRuntimeConfigResponse, super::CriError> {
+        let cidr = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).unwrap_or_default();
+        if !cidr.is_empty() {
+            self.store.set_meta("pod_cidr", &cidr)?;
+            tracing::info!(pod_cidr = %cidr, "pod CIDR recorded");
+        }
+        Ok(UpdateRuntimeConfigResponse {})
     }
 }
 

@@ -10,7 +10,7 @@ use prost::Message;
 use super::rollback::Rollback;
 use super::{now_nanos, CriError, CriService};
 use crate::model::ids::{new_id, sandbox_name};
-use crate::network::PodNetworkRequest;
+use crate::network::{PodNetworkRequest, PortMapping};
 use crate::runtime::namespaces::{self, PodNamespaces};
 use crate::store::records::{SandboxPhase, SandboxRecord};
 use crate::store::StoreError;
@@ -132,18 +132,60 @@ impl CriService {
         let effective_hostname = if host_net { node_hostname } else { hostname };
         record.hostname_path = write_file(&dir, "hostname", &format!("{effective_hostname}\n"))?;
 
-        // The seam where the network layer takes over the pinned netns (CNI ADD in the next milestone).
+        // The seam where the network layer takes over the pinned netns (CNI ADD). Host-network pods have
+        // no netns of their own and skip it.
         if let Some(netns) = &pinned.net {
-            let request = PodNetworkRequest { sandbox_id: record.id.clone(), pod_name: meta.name.clone(), pod_namespace: meta.namespace.clone(), pod_uid: meta.uid.clone() };
+            let request = network_request(&record.id, config);
+            // Registered before ADD: a chain that fails half-way is torn down too.
+            {
+                let network = self.network.clone();
+                let request = request.clone();
+                let netns = netns.clone();
+                let store = self.store.clone();
+                let id = record.id.clone();
+                undo.push("tear down pod network", move || async move {
+                    let state = store.sandbox(&id).ok().flatten().map(|r| r.network_state).unwrap_or_default();
+                    network.teardown(&request, Some(&netns), &state).await.map_err(|e| e.to_string())
+                });
+            }
             let status = self.network.setup(&request, netns).await?;
-            let network = self.network.clone();
-            let netns = netns.clone();
-            undo.push("tear down pod network", move || async move { network.teardown(&request, Some(&netns)).await.map_err(|e| e.to_string()) });
             record.ips = status.ips;
+            record.network_state = status.state;
+            // Persist the state right away: a crash before Ready must still be able to DEL.
+            self.store.update_sandbox(record)?;
         }
         record.phase = SandboxPhase::Ready as i32;
         self.store.update_sandbox(record)?;
         Ok(())
+    }
+}
+
+/// What the network layer needs to know about a pod.
+pub(crate) fn network_request(sandbox_id: &str, config: &PodSandboxConfig) -> PodNetworkRequest {
+    let meta = config.metadata.clone().unwrap_or_default();
+    let port_mappings = config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match k8s_cri::v1::Protocol::try_from(p.protocol) {
+                Ok(k8s_cri::v1::Protocol::Udp) => "udp",
+                Ok(k8s_cri::v1::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            }
+            .to_string(),
+            host_ip: p.host_ip.clone(),
+        })
+        .collect();
+    PodNetworkRequest {
+        sandbox_id: sandbox_id.to_string(),
+        pod_name: meta.name,
+        pod_namespace: meta.namespace,
+        pod_uid: meta.uid,
+        port_mappings,
+        annotations: config.annotations.clone(),
     }
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use k8s_cri::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
 
 use super::{required_id, CriError, CriService};
-use crate::network::PodNetworkRequest;
+use super::sandbox_run::network_request;
+use crate::image::rootfs::is_mounted;
 use crate::store::records::{SandboxPhase, SandboxRecord};
 
 impl CriService {
@@ -28,11 +29,22 @@ impl CriService {
             let _c = self.container_locks.lock(&container.id).await;
             self.stop_container_locked(&container.id, Duration::ZERO).await?;
         }
-        if !sandbox.netns_path.is_empty() {
-            let config = super::sandbox_status::sandbox_config(sandbox);
-            let meta = config.metadata.unwrap_or_default();
-            let request = PodNetworkRequest { sandbox_id: sandbox.id.clone(), pod_name: meta.name, pod_namespace: meta.namespace, pod_uid: meta.uid };
-            self.network.teardown(&request, Some(std::path::Path::new(&sandbox.netns_path))).await?;
+        // Reload: a sandbox record's network state may be newer than the caller's copy.
+        let current = self.store.sandbox(&sandbox.id)?.unwrap_or_else(|| sandbox.clone());
+        // A sandbox interrupted while being set up may have a half-made attachment and no saved state:
+        // tear it down with the current config.
+        let interrupted = current.phase == SandboxPhase::Creating as i32;
+        if !current.netns_path.is_empty() && (!current.network_state.is_empty() || interrupted) {
+            let request = network_request(&current.id, &super::sandbox_status::sandbox_config(&current));
+            // A netns file whose bind mount is gone (reboot) is no namespace: plugins get none then.
+            let netns = std::path::Path::new(&current.netns_path);
+            let netns = is_mounted(netns).unwrap_or(false).then_some(netns);
+            self.network.teardown(&request, netns, &current.network_state).await?;
+            // Released: a second Stop (kubelet retries, Remove stops too) has nothing left to DEL.
+            let mut updated = current.clone();
+            updated.network_state.clear();
+            updated.ips.clear();
+            self.store.update_sandbox(&updated)?;
         }
         if sandbox.infra_pid > 0 {
             self.runtime.stop_pod_infra(sandbox.infra_pid, &self.sandbox_dir(&sandbox.id)).await;

@@ -65,8 +65,13 @@ impl RuntimeService for CriServer {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let _span = tracing::debug_span!("Status").entered();
-        Ok(Response::new(self.cri.status(request.into_inner())))
+        let span = tracing::debug_span!("Status");
+        Ok(Response::new(self.cri.status(request.into_inner()).instrument(span).await))
+    }
+
+    async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        let span = tracing::info_span!("UpdateRuntimeConfig");
+        reply(self.cri.update_runtime_config(request.into_inner()).instrument(span).await)
     }
 
     async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
@@ -173,7 +178,6 @@ impl RuntimeService for CriServer {
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats", "container stats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats", "pod stats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats", "pod stats";
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig", "CNI pod networking (pod CIDR)";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer", "container checkpointing";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors", "pod metrics";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics", "pod metrics";

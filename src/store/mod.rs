@@ -7,6 +7,7 @@
 //! | table         | key                                   | value                         |
 //! |---------------|---------------------------------------|-------------------------------|
 //! | `meta`        | `"schema_version"`                    | u32 little-endian             |
+//! | `meta`        | `"pod_cidr"`                          | UTF-8 (from UpdateRuntimeConfig)|
 //! | `images`      | image id (`sha256:<config digest>`)   | `ImageRecord`                 |
 //! | `image_names` | repo tag or repo digest               | image id (UTF-8)              |
 //! | `layers`      | chain id (`sha256:<hex>`)             | `LayerRecord`                 |
@@ -117,6 +118,17 @@ impl Store {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         Ok(meta.get("schema_version")?.map(|v| decode_version(v.value())).unwrap_or(0))
+    }
+
+    /// A small daemon-wide setting kept across restarts (e.g. the pod CIDR kubelet sent).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.put(META, key, value.as_bytes())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(key)?.map(|v| String::from_utf8_lossy(v.value()).to_string()))
     }
 
     // ---- images ----

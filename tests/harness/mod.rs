@@ -12,6 +12,8 @@
 //! * [`pods::Fixture`] / [`pods::Cri`]: registry + daemon + pulled busybox, RuntimeService helpers
 //!   (pod/container configs as kubelet builds them, `wait_state`, `exec_ok`), a strict CRI log
 //!   parser, and the leak check run after every pod is removed.
+//! * [`network::TestNet`]: a private CNI bridge + host-local /24 per test (conf/bin/ipam dirs, a
+//!   recording test plugin, iptables and link cleanup on drop) and the NetworkReady/pod-IP helpers.
 //!
 //! Every object owns its temp dirs and child processes; nothing is global, so tests can run in
 //! parallel threads of one test binary.
@@ -21,6 +23,7 @@ pub mod busybox;
 pub mod daemon;
 pub mod fake_registry;
 pub mod image;
+pub mod network;
 pub mod pods;
 pub mod registry;
 

@@ -527,11 +527,25 @@ impl Fixture {
         Fixture::start_with_config("log_level = \"debug\"\n").await
     }
 
+    /// Without a `[cni]` section in `config_toml`, the daemon gets a CNI config of Debian's `loopback`
+    /// plugin alone (pods: their own netns with `lo` up, nothing else), so RunPodSandbox works without
+    /// touching any bridge; network tests pass their own section.
     pub async fn start_with_config(config_toml: &str) -> Fixture {
         let started_ns = now_ns();
         let registry = Registry::start(None).await;
-        let daemon = Daemon::start(config_toml).await;
         let work_dir = tempfile::Builder::new().prefix("cri-lxc-work-").tempdir().expect("tempdir");
+        let mut config_toml = config_toml.to_string();
+        if !config_toml.contains("[cni]") {
+            let conf_dir = work_dir.path().join("net.d");
+            std::fs::create_dir_all(&conf_dir).unwrap();
+            std::fs::write(
+                conf_dir.join("10-loopback.conflist"),
+                r#"{"cniVersion":"1.0.0","name":"test-loopback","plugins":[{"type":"loopback"}]}"#,
+            )
+            .unwrap();
+            config_toml.push_str(&format!("\n[cni]\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\"]\n", conf_dir.to_str().unwrap()));
+        }
+        let daemon = Daemon::start(&config_toml).await;
         let client = daemon.client().await;
         let cri = Cri {
             client,
