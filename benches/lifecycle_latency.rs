@@ -2,6 +2,9 @@
 //! and fixtures as the integration tests (a real registry on 127.0.0.1, a busybox image built in Rust,
 //! the real daemon binary). Prints median and p95 per phase; asserts nothing.
 //!
+//! Two network setups: Debian's `loopback` CNI plugin alone, and a private test bridge with
+//! `host-local` IPAM (no default route, no NAT); the RunPodSandbox difference is the bridge's CNI cost.
+//!
 //! `cargo bench --bench lifecycle_latency` (ITERATIONS env var, default 20, after 3 warm-ups).
 //! The side-by-side comparison with containerd is the benchmark milestone's job; this measures
 //! cri-lxc alone.
@@ -11,6 +14,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use harness::network::TestNet;
 use harness::pods::Fixture;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -28,12 +32,16 @@ fn report(name: &str, samples: &mut [Duration]) {
     );
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    // `cargo bench` passes `--bench`; there are no other options.
-    let iterations: usize = std::env::var("ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let fx = Fixture::start_with_config("log_level = \"warn\"\n").await;
-    let (mut run, mut create_start, mut stop_remove, mut pod_down, mut exec) = (vec![], vec![], vec![], vec![], vec![]);
+struct Samples {
+    run: Vec<Duration>,
+    create_start: Vec<Duration>,
+    exec: Vec<Duration>,
+    stop_remove: Vec<Duration>,
+    pod_down: Vec<Duration>,
+}
+
+async fn measure(fx: &Fixture, iterations: usize) -> Samples {
+    let mut s = Samples { run: vec![], create_start: vec![], exec: vec![], stop_remove: vec![], pod_down: vec![] };
     for i in 0..iterations + 3 {
         let pod = fx.pod_config(&format!("bench-{i}"));
         let t = Instant::now();
@@ -60,20 +68,45 @@ async fn main() {
         let t_pod_down = t.elapsed();
 
         if i >= 3 {
-            run.push(t_run);
-            create_start.push(t_create_start);
-            exec.push(t_exec);
-            stop_remove.push(t_stop_remove);
-            pod_down.push(t_pod_down);
+            s.run.push(t_run);
+            s.create_start.push(t_create_start);
+            s.exec.push(t_exec);
+            s.stop_remove.push(t_stop_remove);
+            s.pod_down.push(t_pod_down);
         }
     }
-    println!("cri-lxc lifecycle latency, {iterations} iterations after 3 warm-ups (ms)\n");
+    s
+}
+
+fn table(title: &str, s: &mut Samples) {
+    println!("\n{title}\n");
     println!("| {:<38} | {:>9} | {:>9} | {:>4} |", "phase", "median", "p95", "n");
     println!("|{:-<40}|{:->11}|{:->11}|{:->6}|", "", "", "", "");
-    report("RunPodSandbox", &mut run);
-    report("CreateContainer + StartContainer", &mut create_start);
-    report("ExecSync `true`", &mut exec);
-    report("StopContainer(0) + RemoveContainer", &mut stop_remove);
-    report("StopPodSandbox + RemovePodSandbox", &mut pod_down);
-    fx.assert_no_leaks().await;
+    report("RunPodSandbox", &mut s.run);
+    report("CreateContainer + StartContainer", &mut s.create_start);
+    report("ExecSync `true`", &mut s.exec);
+    report("StopContainer(0) + RemoveContainer", &mut s.stop_remove);
+    report("StopPodSandbox + RemovePodSandbox", &mut s.pod_down);
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let iterations: usize = std::env::var("ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    println!("cri-lxc lifecycle latency, {iterations} iterations after 3 warm-ups (ms)");
+    {
+        let fx = Fixture::start_with_config("log_level = \"warn\"\n").await;
+        let mut s = measure(&fx, iterations).await;
+        table("CNI: loopback plugin only", &mut s);
+        fx.assert_no_leaks().await;
+    }
+    {
+        let net = TestNet::new();
+        net.write_bridge_conflist();
+        // The test net's config logs at debug level; measure at warn like the loopback run.
+        let config = net.daemon_config().replace("log_level = \"debug\"", "log_level = \"warn\"");
+        let fx = Fixture::start_with_config(&config).await;
+        let mut s = measure(&fx, iterations).await;
+        table("CNI: bridge + host-local on a private test bridge", &mut s);
+        fx.assert_no_leaks().await;
+    }
 }
