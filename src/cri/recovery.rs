@@ -31,6 +31,15 @@ impl CriService {
                 }
                 SandboxPhase::NotReady => {}
             }
+            // A pod that kept its namespaces: ask the plugins whether its network is intact (CNI CHECK
+            // with the saved ADD result). Only reported: kubelet decides whether to recreate the pod.
+            let current = self.store.sandbox(&sandbox.id)?;
+            if let Some(current) = current.filter(|s| s.phase == SandboxPhase::Ready as i32 && !s.network_state.is_empty()) {
+                let request = super::sandbox_run::network_request(&current.id, &super::sandbox_status::sandbox_config(&current));
+                if let Err(e) = self.network.check(&request, std::path::Path::new(&current.netns_path), &current.network_state).await {
+                    tracing::warn!(pod_sandbox_id = %current.id, error = %e, "pod network check failed after restart");
+                }
+            }
         }
         for container in self.store.containers()? {
             let _ctr = self.container_locks.lock(&container.id).await;

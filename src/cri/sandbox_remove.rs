@@ -27,12 +27,14 @@ impl CriService {
             let _c = self.container_locks.lock(&container.id).await;
             self.remove_container_locked(&container).await?;
         }
-        for path in [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path] {
-            if !path.is_empty() {
-                namespaces::unpin(std::path::Path::new(path))?;
-            }
-        }
         let dir = self.sandbox_dir(&sandbox.id);
+        // The recorded paths, and the pin files by name: a crash between pinning and recording them must
+        // not leave a mount that keeps the directory busy.
+        let recorded = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
+        let by_name = namespaces::PIN_FILES.iter().map(|f| dir.join(f));
+        for path in recorded.iter().filter(|p| !p.is_empty()).map(std::path::PathBuf::from).chain(by_name) {
+            namespaces::unpin(&path)?;
+        }
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(CriError::Internal(format!("removing {}: {e}", dir.display())));

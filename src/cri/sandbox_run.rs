@@ -115,6 +115,8 @@ impl CriService {
         record.netns_path = path_str(&pinned.net);
         record.ipcns_path = path_str(&pinned.ipc);
         record.utsns_path = path_str(&pinned.uts);
+        // Persisted before anything else can fail or the daemon die: recovery must know what is pinned.
+        self.store.update_sandbox(record)?;
 
         // A PID namespace shared by the pod's containers needs a process to hold it.
         if options.pid() == NamespaceMode::Pod {

@@ -184,6 +184,13 @@ impl PodNetwork for CniPodNetwork {
         Err(NetworkError::Teardown { pod, message: last.map(|e| e.to_string()).unwrap_or_default() })
     }
 
+    async fn check(&self, req: &PodNetworkRequest, netns: &Path, state: &[u8]) -> Result<(), NetworkError> {
+        let pod = format!("{}/{}", req.pod_namespace, req.pod_name);
+        let saved: NetworkState = serde_json::from_slice(state).map_err(|e| NetworkError::Check { pod: pod.clone(), message: format!("saved network state is unreadable: {e}") })?;
+        let att = Self::attachment(req, Some(netns));
+        self.exec.check(&saved.conf(), &att, &saved.result).await.map_err(|e| NetworkError::Check { pod, message: e.to_string() })
+    }
+
     async fn readiness(&self) -> Readiness {
         let not_ready = |message: String| Readiness { ready: false, reason: "NetworkPluginNotReady".into(), message };
         match self.watcher.current() {

@@ -48,6 +48,8 @@ pub enum NetworkError {
     NotReady(String),
     #[error("network setup for pod {pod}: {message}")]
     Setup { pod: String, message: String },
+    #[error("network check for pod {pod}: {message}")]
+    Check { pod: String, message: String },
     #[error("network teardown for pod {pod}: {message}")]
     Teardown { pod: String, message: String },
 }
@@ -66,5 +68,7 @@ pub trait PodNetwork: Send + Sync {
     /// Release what `setup` made; `netns` is None when the namespace is already gone; `state` is what
     /// setup returned. Must succeed for a pod whose setup never ran (empty state).
     async fn teardown(&self, req: &PodNetworkRequest, netns: Option<&Path>, state: &[u8]) -> Result<(), NetworkError>;
+    /// Verify a pod's network is still as set up (CNI CHECK with the saved result).
+    async fn check(&self, req: &PodNetworkRequest, netns: &Path, state: &[u8]) -> Result<(), NetworkError>;
     async fn readiness(&self) -> Readiness;
 }

@@ -30,6 +30,9 @@ pub enum NamespaceError {
     Thread(String),
 }
 
+/// File names of the pins under a sandbox dir.
+pub const PIN_FILES: [&str; 3] = ["netns", "ipcns", "utsns"];
+
 /// Which namespaces a pod gets of its own (false = the host's, from NamespaceOption NODE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodNamespaces {
