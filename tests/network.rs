@@ -848,14 +848,29 @@ async fn two_ranges_give_a_primary_and_an_additional_ip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_killed_during_add_leaves_nothing_allocated_after_restart() {
+    killed_during_add(NamespaceMode::Container).await;
+}
+
+/// The same with a shared PID namespace (`shareProcessNamespace: true`): the pod's infra process
+/// already runs when ADD starts, and must not outlive the interrupted pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_killed_during_add_of_a_shared_pid_pod_leaves_nothing_after_restart() {
+    killed_during_add(NamespaceMode::Pod).await;
+}
+
+async fn killed_during_add(pid_mode: NamespaceMode) {
     let net = TestNet::new();
     // bridge allocates an address, then the test plugin hangs: the daemon is killed right there
     net.write_conflist("10-test.conflist", vec![net.bridge_plugin(), net.fail_plugin(json!({}))]);
     std::fs::write(net.hang_switch(), "").unwrap();
     let mut fx = start(&net).await;
+    // Whatever infra process of this daemon is left (the daemon's bug, not ours) is killed by pid
+    // when the test ends, failed or not, after being reported below.
+    let _reaper = InfraReaper(format!("__pause {}", fx.daemon.dir().display()));
 
     let cri = fx.cri.clone();
-    let pod = fx.pod_config("crash");
+    let mut pod = fx.pod_config("crash");
+    pod.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid = pid_mode as i32;
     let run = tokio::spawn(async move { cri.run_pod_with(Some(pod), "").await });
     let start = Instant::now();
     let pid = loop {
@@ -894,4 +909,16 @@ async fn daemon_killed_during_add_leaves_nothing_allocated_after_restart() {
     let marker = net.marker_lines();
     eprintln!("[report] test plugin calls: {marker:?}");
     fx.assert_no_leaks().await;
+}
+
+/// Kills (SIGKILL, by pid) processes whose command line contains `.0` when dropped.
+struct InfraReaper(String);
+
+impl Drop for InfraReaper {
+    fn drop(&mut self) {
+        for pid in pids_with_cmdline(&self.0) {
+            eprintln!("[InfraReaper] killing leftover pod infra process {pid} ({})", self.0);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }

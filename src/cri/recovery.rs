@@ -15,8 +15,11 @@ impl CriService {
             match SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unspecified) {
                 SandboxPhase::Creating | SandboxPhase::Unspecified => {
                     tracing::warn!(pod_sandbox_id = %sandbox.id, "removing a pod sandbox whose creation was interrupted");
-                    self.remove_sandbox_locked(sandbox).await?;
-                    cleaned += 1;
+                    // One broken sandbox must not keep the daemon from serving the others.
+                    match self.remove_sandbox_locked(sandbox).await {
+                        Ok(()) => cleaned += 1,
+                        Err(e) => tracing::error!(pod_sandbox_id = %sandbox.id, error = %e, "cleaning up an interrupted pod sandbox failed; RemovePodSandbox can retry"),
+                    }
                 }
                 SandboxPhase::Ready => {
                     let pinned = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
@@ -26,7 +29,9 @@ impl CriService {
                     if lost {
                         tracing::warn!(pod_sandbox_id = %sandbox.id, "pinned namespaces or the infra process are gone (reboot?); marking the sandbox NotReady");
                         // Release what the network layer still holds for it (IPAM, host rules).
-                        self.stop_sandbox_locked(sandbox).await?;
+                        if let Err(e) = self.stop_sandbox_locked(sandbox).await {
+                            tracing::error!(pod_sandbox_id = %sandbox.id, error = %e, "stopping a pod sandbox that lost its namespaces failed");
+                        }
                     }
                 }
                 SandboxPhase::NotReady => {}
@@ -47,11 +52,16 @@ impl CriService {
             let phase = ContainerPhase::try_from(container.phase).unwrap_or(ContainerPhase::Unspecified);
             if orphan || matches!(phase, ContainerPhase::Creating | ContainerPhase::Unspecified) {
                 tracing::warn!(container_id = %container.id, orphan, "removing a container whose creation was interrupted or whose pod is gone");
-                self.remove_container_locked(&container).await?;
-                cleaned += 1;
+                match self.remove_container_locked(&container).await {
+                    Ok(()) => cleaned += 1,
+                    Err(e) => tracing::error!(container_id = %container.id, error = %e, "cleaning up a container failed; RemoveContainer can retry"),
+                }
                 continue;
             }
-            self.refresh_container(container).await?;
+            let id = container.id.clone();
+            if let Err(e) = self.refresh_container(container).await {
+                tracing::error!(container_id = %id, error = %e, "reading the container's state after restart failed");
+            }
         }
         tracing::info!(sandboxes = sandboxes.len(), cleaned, "pods and containers recovered");
         Ok(())

@@ -122,6 +122,8 @@ impl CriService {
         if options.pid() == NamespaceMode::Pod {
             let pid = self.runtime.start_pod_infra(&dir).await?;
             record.infra_pid = pid;
+            // Recorded at once, so a crash from here on still lets recovery stop it.
+            self.store.update_sandbox(record)?;
             let runtime = self.runtime.clone();
             let dir = dir.clone();
             undo.push("stop the pod infra process", move || async move {
