@@ -2,7 +2,8 @@
 #   make run    install Debian packages, build, start the daemon with built-in defaults (foreground)
 #   make test   install Debian packages, build, run the whole test suite
 # `make install` installs the binary and the systemd unit and starts it under systemd;
-# `make bench` measures pod and container lifecycle latency.
+# `make bench` measures pod and container lifecycle latency, and compares cri-lxc with containerd
+# (report: target/bench-report/latest.md and latest.svg).
 
 DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev lxc lxc-dev \
                 docker-registry apache2-utils busybox-static zstd iproute2 iptables containernetworking-plugins
@@ -36,8 +37,20 @@ install: build
 test: deps
 	$(CARGO) test -- --test-threads=4
 
+# The comparison needs Debian's containerd + runc as the reference (started by the bench itself on
+# a private socket/root/state, never as a system service).
+BENCH_PACKAGES := containerd runc
+
 bench: deps
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@# Debian's containerd package enables a system containerd where systemd runs; the bench starts its own.
+	@command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now containerd >/dev/null 2>&1 || true
 	$(CARGO) bench --bench lifecycle_latency
+	$(CARGO) bench --bench compare
 
 clean:
 	$(CARGO) clean

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::RwLock;
 
 use crate::config::ImageConfig;
@@ -285,10 +285,11 @@ impl ImageManager {
         for layer in &layer_refs {
             layer_jobs.push(self.ensure_layer(session, &image, layer));
         }
-        futures::stream::iter(layer_jobs)
-            .buffer_unordered(self.settings.max_concurrent_downloads)
-            .try_collect::<Vec<()>>()
-            .await?;
+        // Every job runs to its end even when one fails: dropping a sibling mid-unpack would leave its
+        // temp dir (and a blocking unpack task writing into it) behind.
+        let outcomes: Vec<Result<(), PullAttempt>> =
+            futures::stream::iter(layer_jobs).buffer_unordered(self.settings.max_concurrent_downloads).collect().await;
+        outcomes.into_iter().collect::<Result<Vec<()>, PullAttempt>>()?;
 
         let size = layer_refs.iter().map(|l| l.blob_size).sum::<u64>() + config_bytes.len() as u64 + manifest_bytes.len() as u64;
         let record = ImageRecord {
@@ -327,6 +328,8 @@ impl ImageManager {
         let temp = self.layers_dir.join(format!(".tmp-{hex}-{}", std::process::id()));
         remove_tree(&temp).map_err(fatal)?;
         std::fs::create_dir(&temp).map_err(|source| fatal(ImageError::Io { path: temp.clone(), source }))?;
+        // Removes the temp dir if this future is dropped (a cancelled PullImage) or fails.
+        let mut temp_guard = TempDirGuard(Some(temp.clone()));
         let temp_for_task = temp.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&blob).map_err(UnpackError::from)?;
@@ -334,15 +337,9 @@ impl ImageManager {
         })
         .await
         .map_err(|e| fatal(ImageError::Task(e.to_string())))?;
-        let stats = match unpacked {
-            Ok(stats) => stats,
-            Err(source) => {
-                let _ = remove_tree(&temp);
-                return Err(fatal(ImageError::Unpack { image: image.to_string(), layer: layer.blob_digest.clone(), source }));
-            }
-        };
+        let stats = unpacked
+            .map_err(|source| fatal(ImageError::Unpack { image: image.to_string(), layer: layer.blob_digest.clone(), source }))?;
         if stats.diff_id != layer.diff_id {
-            let _ = remove_tree(&temp);
             return Err(fatal(ImageError::DiffIdMismatch {
                 image: image.to_string(),
                 layer: layer.blob_digest.clone(),
@@ -352,6 +349,7 @@ impl ImageManager {
         }
         remove_tree(&final_dir).map_err(fatal)?;
         std::fs::rename(&temp, &final_dir).map_err(|source| fatal(ImageError::Io { path: final_dir.clone(), source }))?;
+        temp_guard.0 = None;
         let record = LayerRecord {
             schema_version: crate::store::RECORD_SCHEMA_VERSION,
             chain_id: layer.chain_id.clone(),
@@ -557,6 +555,17 @@ impl ImageManager {
             return Err(ImageError::BadContainerId(container_id.to_string()));
         }
         Ok(self.rootfs_dir.join(container_id))
+    }
+}
+
+/// Deletes a temp directory when dropped while still holding it.
+struct TempDirGuard(Option<PathBuf>);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
