@@ -277,6 +277,7 @@ struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     run_containerd_existed: bool,
+    netns_dir_existed: bool,
     netns_before: BTreeSet<String>,
 }
 
@@ -322,7 +323,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   address = "{sock}.ttrpc"
 
 [debug]
-  level = "info"
+  level = "{log_level}"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
@@ -353,12 +354,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             runc_root = p("runc"),
             conf_dir = conf_dir.display(),
             certs = p("certs.d"),
+            log_level = std::env::var("BENCH_CONTAINERD_LOG").unwrap_or_else(|_| "info".into()),
             binary_name = std::env::var("BENCH_RUNC").map(|b| format!("        BinaryName = \"{b}\"\n")).unwrap_or_default(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
         let run_containerd_existed = Path::new("/run/containerd").exists();
         let netns_before = netns_names();
+        let netns_dir_existed = Path::new("/var/run/netns").exists();
         let child = Command::new("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -367,7 +370,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             .stderr(log)
             .spawn()
             .expect("spawn containerd");
-        let c = Containerd { dir, child: Some(child), run_containerd_existed, netns_before };
+        let c = Containerd { dir, child: Some(child), run_containerd_existed, netns_dir_existed, netns_before };
         let start = Instant::now();
         while !c.socket().exists() {
             assert!(start.elapsed() < Duration::from_secs(30), "containerd socket never appeared:\n{}", harness::tail_file(&c.dir.path().join("containerd.log"), 40));
@@ -440,6 +443,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 let _ = Command::new("ip").args(["netns", "del", n]).status();
                 cleaned.push(format!("netns {n}"));
             }
+        }
+        if !self.netns_dir_existed && std::fs::remove_dir("/var/run/netns").is_ok() {
+            cleaned.push("empty /var/run/netns (created by containerd)".into());
         }
         // cgroups named after our pods / containers (runc's cgroupfs paths)
         let mut dirs = Vec::new();
@@ -697,7 +703,7 @@ async fn main() {
 
     // pause image for containerd and a multi-layer image for the cold pull
     let pusher = fx.registry.pusher();
-    let pause = busybox_image().entrypoint(PAUSE_CMD).build(Format::Oci);
+    let pause = busybox_image().entrypoint(PAUSE_CMD).no_cmd().build(Format::Oci);
     pusher.push_image("bench/pause", "1", &pause).await;
     let mut multi = busybox_image();
     for k in 0..4u64 {
@@ -750,7 +756,7 @@ async fn main() {
                 if round == 0 {
                     continue; // warm-up
                 }
-                rep.push(&format!("{n} pods in parallel: time to all running"), "ms", rt.lxc, ms(all));
+                rep.push(&format!("{n} pod(s) in parallel: time to all running"), "ms", rt.lxc, ms(all));
                 if n > 1 {
                     for d in lat {
                         rep.push(&format!("{n} pods in parallel: per-pod ready latency"), "ms", rt.lxc, ms(d));

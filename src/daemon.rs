@@ -23,6 +23,8 @@ use crate::store::{Store, StoreError};
 
 /// gRPC messages kubelet may send or receive (ListContainers on a busy node) exceed tonic's 4 MiB default.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long in-flight RPCs get to finish after SIGTERM before the daemon exits regardless.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -83,17 +85,37 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::debug!(error = %e, "sd_notify failed (not started by systemd?)");
     }
 
+    // SIGTERM/SIGINT: tell systemd at once, stop accepting, let in-flight RPCs finish — but not forever:
+    // kubelet keeps its connection open, and a graceful shutdown would wait for it indefinitely.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+    });
+    let mut stopping = stop_rx.clone();
     let serve = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(server.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(ImageServiceServer::new(server).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
-    let result = serve.await;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        });
+    let mut grace = stop_rx;
+    let result = tokio::select! {
+        served = serve => served.map_err(DaemonError::from),
+        _ = async move {
+            let _ = grace.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace period; stopping anyway");
+            Ok(())
+        }
+    };
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "removing socket");
     }
     tracing::info!("stopped");
-    result.map_err(DaemonError::from)
+    result
 }
 
 /// Bind the socket with mode 0660, replacing a stale socket file left by a crash but never one a live

@@ -607,3 +607,18 @@ async fn sd_notify_ready_after_the_socket_serves() {
     let status = child.wait().unwrap();
     assert!(status.success(), "daemon exit {status:?}: {}", tail_file(&dir.path().join("daemon.log"), 20));
 }
+
+/// kubelet keeps its gRPC connection open: SIGTERM must still end the daemon (after at most the
+/// shutdown grace period), with exit status 0 and the socket removed, instead of waiting for the
+/// client to go away.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_client_still_connected_exits() {
+    let mut d = Daemon::start_default().await;
+    let mut client = d.client().await;
+    client.runtime.version(VersionRequest::default()).await.expect("Version");
+    let status = d.sigterm_and_wait().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!d.socket().exists(), "socket removed on shutdown");
+    // The client is still alive (and connected) until here.
+    drop(client);
+}
