@@ -9,7 +9,7 @@ use harness::image::simple_image;
 use harness::*;
 use k8s_cri::v1::{
     AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
-    ListImagesRequest, PullImageRequest, RemoveImageRequest, VersionRequest,
+    ListImagesRequest, RemoveImageRequest, VersionRequest,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -43,22 +43,6 @@ fn spec(image: &str) -> Option<ImageSpec> {
     })
 }
 
-async fn pull_with(
-    c: &mut CriClient,
-    image: &str,
-    auth: Option<AuthConfig>,
-) -> Result<String, tonic::Status> {
-    let req = PullImageRequest {
-        image: spec(image),
-        auth,
-        sandbox_config: None,
-    };
-    // generous guard so a hung daemon fails the test instead of hanging it
-    match tokio::time::timeout(Duration::from_secs(300), c.image.pull_image(req)).await {
-        Ok(r) => r.map(|r| r.into_inner().image_ref),
-        Err(_) => panic!("PullImage({image}) did not return within 300 s"),
-    }
-}
 
 async fn pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
     pull_with(c, image, None).await
@@ -205,14 +189,6 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn assert_code(e: &tonic::Status, allowed: &[Code], what: &str) {
-    assert!(
-        allowed.contains(&e.code()),
-        "{what}: expected one of {allowed:?}, got {:?}: {}",
-        e.code(),
-        e.message()
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // harness self-test (no daemon)

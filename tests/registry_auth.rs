@@ -8,8 +8,7 @@ use base64::Engine as _;
 use cri_lxc::grpc::client::CriClient;
 use harness::image::simple_image;
 use harness::*;
-use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest};
-use std::time::Duration;
+use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, ListImagesRequest};
 use tonic::Code;
 
 const USER: &str = "alice";
@@ -41,25 +40,6 @@ async fn setup(auth: TokenAuth) -> (FakeRegistry, BuiltImage, Daemon) {
     (reg, img, d)
 }
 
-async fn pull_with(
-    c: &mut CriClient,
-    image: &str,
-    auth: Option<AuthConfig>,
-) -> Result<String, tonic::Status> {
-    let req = PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        auth,
-        sandbox_config: None,
-    };
-    // generous guard so a hung daemon fails the test instead of hanging it
-    match tokio::time::timeout(Duration::from_secs(120), c.image.pull_image(req)).await {
-        Ok(r) => r.map(|r| r.into_inner().image_ref),
-        Err(_) => panic!("PullImage({image}) did not return within 120 s"),
-    }
-}
 
 async fn pull_ok(c: &mut CriClient, image: &str, auth: Option<AuthConfig>, what: &str) -> String {
     match pull_with(c, image, auth).await {
@@ -132,14 +112,6 @@ fn expected_scope() -> String {
     format!("repository:{REPO}:pull")
 }
 
-fn assert_code(e: &tonic::Status, allowed: &[Code], what: &str) {
-    assert!(
-        allowed.contains(&e.code()),
-        "{what}: expected one of {allowed:?}, got {:?}: {}",
-        e.code(),
-        e.message()
-    );
-}
 
 /// The pulls issued a GET /token with Basic credentials that got a token for the image's scope.
 fn assert_basic_token_fetched(reg: &FakeRegistry, what: &str) {

@@ -111,3 +111,26 @@ pub fn tail_file(path: &Path, n: usize) -> String {
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
+
+/// PullImage with optional credentials, as kubelet sends it; a generous guard turns a hung daemon into
+/// a test failure instead of a hang.
+pub async fn pull_with(
+    c: &mut cri_lxc::grpc::client::CriClient,
+    image: &str,
+    auth: Option<k8s_cri::v1::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    let req = k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec { image: image.to_string(), ..Default::default() }),
+        auth,
+        sandbox_config: None,
+    };
+    match tokio::time::timeout(Duration::from_secs(300), c.image.pull_image(req)).await {
+        Ok(r) => r.map(|r| r.into_inner().image_ref),
+        Err(_) => panic!("PullImage({image}) did not return within 300 s"),
+    }
+}
+
+/// The status code is one of `allowed` (the message is shown when it is not).
+pub fn assert_code(e: &tonic::Status, allowed: &[tonic::Code], what: &str) {
+    assert!(allowed.contains(&e.code()), "{what}: expected one of {allowed:?}, got {:?}: {}", e.code(), e.message());
+}
