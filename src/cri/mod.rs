@@ -117,26 +117,31 @@ impl CriService {
 
     /// A sandbox by id or unique id prefix (crictl accepts prefixes).
     pub(crate) fn find_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, CriError> {
-        if let Some(record) = self.store.sandbox(id)? {
-            return Ok(Some(record));
-        }
-        let all = self.store.sandboxes()?;
-        let found = resolve_prefix(id, all.iter().map(|s| s.id.as_str())).map(str::to_string);
-        Ok(found.and_then(|id| all.into_iter().find(|s| s.id == id)))
+        find_by_id_or_prefix(id, |id| self.store.sandbox(id), || self.store.sandboxes(), |s| &s.id)
     }
 
     pub(crate) fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
-        if let Some(record) = self.store.container(id)? {
-            return Ok(Some(record));
-        }
-        let all = self.store.containers()?;
-        let found = resolve_prefix(id, all.iter().map(|c| c.id.as_str())).map(str::to_string);
-        Ok(found.and_then(|id| all.into_iter().find(|c| c.id == id)))
+        find_by_id_or_prefix(id, |id| self.store.container(id), || self.store.containers(), |c| &c.id)
     }
 
     pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.sandboxes_dir.join(id)
     }
+}
+
+/// The record with exactly this id, else the one whose id uniquely starts with it.
+fn find_by_id_or_prefix<T>(
+    id: &str,
+    get: impl FnOnce(&str) -> Result<Option<T>, crate::store::StoreError>,
+    list: impl FnOnce() -> Result<Vec<T>, crate::store::StoreError>,
+    id_of: impl Fn(&T) -> &String,
+) -> Result<Option<T>, CriError> {
+    if let Some(record) = get(id)? {
+        return Ok(Some(record));
+    }
+    let all = list()?;
+    let found = resolve_prefix(id, all.iter().map(|r| id_of(r).as_str())).map(str::to_string);
+    Ok(found.and_then(|found| all.into_iter().find(|r| *id_of(r) == found)))
 }
 
 /// The `image` string of an optional ImageSpec, or InvalidArgument naming the field.
