@@ -9,6 +9,10 @@ DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev 
                 docker-registry apache2-utils busybox-static zstd iproute2 iptables containernetworking-plugins
 CARGO ?= cargo
 
+# Packages that start a service when installed (docker-registry on :5000, containerd) get it disabled
+# again right after *we* installed them: the tests and the bench start their own instances. A service
+# that was already installed belongs to the admin and is left alone.
+
 .PHONY: deps build run install test bench clean
 
 deps:
@@ -17,9 +21,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		case "$$missing" in *docker-registry*) \
+			command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now docker-registry >/dev/null 2>&1 || true;; \
+		esac; \
 	fi
-	@# Debian's docker-registry package starts a registry on :5000 where systemd runs; tests start their own.
-	@command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
 build: deps
 	$(CARGO) build --release
@@ -38,7 +43,8 @@ test: deps
 	$(CARGO) test -- --test-threads=4
 
 # The comparison needs Debian's containerd + runc as the reference (started by the bench itself on
-# a private socket/root/state, never as a system service).
+# a private socket/root/state, never as a system service). When the bench installs containerd, the
+# package's own service is disabled again; a containerd that was already installed is left alone.
 BENCH_PACKAGES := containerd runc
 
 bench: deps
@@ -46,9 +52,10 @@ bench: deps
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		case "$$missing" in *containerd*) \
+			command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now containerd >/dev/null 2>&1 || true;; \
+		esac; \
 	fi
-	@# Debian's containerd package enables a system containerd where systemd runs; the bench starts its own.
-	@command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1 && systemctl disable --now containerd >/dev/null 2>&1 || true
 	$(CARGO) bench --bench lifecycle_latency
 	$(CARGO) bench --bench compare
 

@@ -14,7 +14,8 @@
 //!
 //! Env: `ITERATIONS` (default 20, after `WARMUP` = 3), `CONCURRENCY` (default `1,10,50`),
 //! `SCALE` (default `0,50,100`: pods already running per runtime), `CONC_ROUNDS_BIG` (rounds
-//! for concurrency ≥ 10, default 2). Output: `target/bench-report/compare-<unix time>.{md,svg}`
+//! for concurrency ≥ 10, default 2), `BENCH_CONTAINERD_LOG` (containerd log level, default info),
+//! `BENCH_RUNC` (another runc binary, e.g. a debug wrapper). Output: `target/bench-report/compare-<unix time>.{md,svg}`
 //! and `latest.{md,svg}`.
 
 #[path = "../tests/harness/mod.rs"]
