@@ -8,6 +8,7 @@ use k8s_cri::v1::{ContainerConfig, CreateContainerRequest, CreateContainerRespon
 use prost::Message;
 
 use super::rollback::Rollback;
+use super::timing::PhaseTimer;
 use super::sandbox_status::sandbox_config;
 use super::{now_nanos, required_image, CriError, CriService};
 use crate::image::manifest::{parse_config, RuntimeConfig};
@@ -41,6 +42,7 @@ impl CriService {
             .resolve(&image_name)?
             .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found: pull it before creating a container")))?;
 
+        let mut timer = PhaseTimer::new("CreateContainer");
         let id = new_id();
         let _ctr = self.container_locks.lock(&id).await;
         let name = container_name(&meta.name, &sandbox.name, meta.attempt);
@@ -63,15 +65,17 @@ impl CriService {
             }
             Err(e) => return Err(e.into()),
         }
+        timer.mark("store_reserve");
         let mut undo = Rollback::new();
         {
             let store = self.store.clone();
             let record = record.clone();
             undo.push("release the container record and name", move || async move { store.remove_container(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_container(&config, &sandbox, &image, &mut record, &mut undo).await {
+        match self.set_up_container(&config, &sandbox, &image, &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
+                timer.finish(&id);
                 tracing::info!(container_id = %id, pod_sandbox_id = %sandbox.id, %name, "container created");
                 Ok(CreateContainerResponse { container_id: id })
             }
@@ -89,9 +93,11 @@ impl CriService {
         image: &crate::store::records::ImageRecord,
         record: &mut ContainerRecord,
         undo: &mut Rollback,
+        timer: &mut PhaseTimer,
     ) -> Result<(), CriError> {
         let id = record.id.clone();
         let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
+        timer.mark("rootfs_mount");
         {
             let images = self.images.clone();
             let id = id.clone();
@@ -151,6 +157,7 @@ impl CriService {
         };
         let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty()).then(|| Path::new(&pod.log_directory).join(&config.log_path));
         let signal = stop_signal(process.stop_signal.as_deref());
+        timer.mark("resolve_process");
         let spec = ContainerSpec {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -171,6 +178,7 @@ impl CriService {
             cgroup_parent: pod.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
         };
         self.runtime.create(&spec).await?;
+        timer.mark("lxc_config");
         {
             let runtime = self.runtime.clone();
             undo.push("remove the runtime container", move || async move { runtime.remove(&id).await.map_err(|e| e.to_string()) });
@@ -182,6 +190,7 @@ impl CriService {
         record.stop_signal = signal;
         record.phase = ContainerPhase::Created as i32;
         self.store.update_container(record)?;
+        timer.mark("store_created");
         Ok(())
     }
 }

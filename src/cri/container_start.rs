@@ -2,6 +2,7 @@
 
 use k8s_cri::v1::{StartContainerRequest, StartContainerResponse};
 
+use super::timing::PhaseTimer;
 use super::{now_nanos, required_id, CriError, CriService};
 use crate::model::container::can_start;
 use crate::runtime::RuntimeError;
@@ -20,13 +21,18 @@ impl CriService {
         if !can_start(phase) {
             return Err(CriError::FailedPrecondition(format!("container {} is {phase:?}, only a created container can be started", record.id)));
         }
-        match self.runtime.start(&record.id).await {
+        let mut timer = PhaseTimer::new("StartContainer");
+        let started = self.runtime.start(&record.id).await;
+        timer.mark("monitor_and_lxc_start");
+        match started {
             Ok(started) => {
                 record.phase = ContainerPhase::Running as i32;
                 record.started_at_unix_nanos = started.started_at_unix_nanos;
                 record.init_pid = started.init_pid;
                 record.monitor_pid = started.monitor_pid;
                 self.store.update_container(&record)?;
+                timer.mark("store_running");
+                timer.finish(&record.id);
                 tracing::info!(container_id = %record.id, pid = started.init_pid, "container started");
                 Ok(StartContainerResponse {})
             }

@@ -8,6 +8,7 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodS
 use prost::Message;
 
 use super::rollback::Rollback;
+use super::timing::PhaseTimer;
 use super::{now_nanos, CriError, CriService};
 use crate::model::ids::{new_id, sandbox_name};
 use crate::network::{PodNetworkRequest, PortMapping};
@@ -36,6 +37,7 @@ impl CriService {
         if options.pid() == NamespaceMode::Target {
             return Err(CriError::InvalidArgument("PID namespace mode TARGET is only valid for containers".into()));
         }
+        let mut timer = PhaseTimer::new("RunPodSandbox");
         let id = new_id();
         let _pod = self.pod_locks.lock(&id).await;
         let name = sandbox_name(&meta.name, &meta.namespace, &meta.uid, meta.attempt);
@@ -56,15 +58,17 @@ impl CriService {
             }
             Err(e) => return Err(e.into()),
         }
+        timer.mark("store_reserve");
         let mut undo = Rollback::new();
         {
             let store = self.store.clone();
             let record = record.clone();
             undo.push("release the sandbox record and name", move || async move { store.remove_sandbox(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_sandbox(&config, &mut record, &mut undo).await {
+        match self.set_up_sandbox(&config, &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
+                timer.finish(&id);
                 tracing::info!(pod_sandbox_id = %id, %name, "pod sandbox ready");
                 Ok(RunPodSandboxResponse { pod_sandbox_id: id })
             }
@@ -75,7 +79,7 @@ impl CriService {
         }
     }
 
-    async fn set_up_sandbox(&self, config: &PodSandboxConfig, record: &mut SandboxRecord, undo: &mut Rollback) -> Result<(), CriError> {
+    async fn set_up_sandbox(&self, config: &PodSandboxConfig, record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
         {
@@ -115,8 +119,10 @@ impl CriService {
         record.netns_path = path_str(&pinned.net);
         record.ipcns_path = path_str(&pinned.ipc);
         record.utsns_path = path_str(&pinned.uts);
+        timer.mark("netns_pin");
         // Persisted before anything else can fail or the daemon die: recovery must know what is pinned.
         self.store.update_sandbox(record)?;
+        timer.mark("store_pins");
 
         // A PID namespace shared by the pod's containers needs a process to hold it.
         if options.pid() == NamespaceMode::Pod {
@@ -124,6 +130,7 @@ impl CriService {
             record.infra_pid = pid;
             // Recorded at once, so a crash from here on still lets recovery stop it.
             self.store.update_sandbox(record)?;
+            timer.mark("pid_infra");
             let runtime = self.runtime.clone();
             let dir = dir.clone();
             undo.push("stop the pod infra process", move || async move {
@@ -135,6 +142,7 @@ impl CriService {
         let node_hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_default();
         let effective_hostname = if host_net { node_hostname } else { hostname };
         record.hostname_path = write_file(&dir, "hostname", &format!("{effective_hostname}\n"))?;
+        timer.mark("pod_files");
 
         // The seam where the network layer takes over the pinned netns (CNI ADD). Host-network pods have
         // no netns of their own and skip it.
@@ -155,11 +163,13 @@ impl CriService {
             let status = self.network.setup(&request, netns).await?;
             record.ips = status.ips;
             record.network_state = status.state;
+            timer.mark("cni_add");
             // Persist the state right away: a crash before Ready must still be able to DEL.
             self.store.update_sandbox(record)?;
         }
         record.phase = SandboxPhase::Ready as i32;
         self.store.update_sandbox(record)?;
+        timer.mark("store_ready");
         Ok(())
     }
 }
