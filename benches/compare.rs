@@ -17,6 +17,11 @@
 //! for concurrency ≥ 10, default 2), `BENCH_CONTAINERD_LOG` (containerd log level, default info),
 //! `BENCH_RUNC` (another runc binary, e.g. a debug wrapper). Output: `target/bench-report/compare-<unix time>.{md,svg}`
 //! and `latest.{md,svg}`.
+//!
+//! The cri-lxc daemon runs with `CRI_LXC_LOG=warn,cri_lxc::timing=debug` (unless `CRI_LXC_LOG` is
+//! already set): after the lifecycle scenario the bench reads the `cri_lxc::timing` lines of the
+//! measured iterations from the daemon log and adds "Where cri-lxc's pod-start time goes" (median
+//! per RPC and phase, top three phases) to the report.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -505,7 +510,10 @@ impl Drop for Containerd {
 // scenarios
 
 /// The sequential lifecycle, one pod per iteration per runtime, interleaved.
-async fn lifecycle(rts: &[Rt; 2], rep: &mut Report, warmup: usize, iters: usize) {
+/// Returns the (pod id, container id) of cri-lxc's measured (non-warm-up) iterations, for the
+/// phase breakdown.
+async fn lifecycle(rts: &[Rt; 2], rep: &mut Report, warmup: usize, iters: usize) -> Vec<(String, String)> {
+    let mut measured = Vec::new();
     for i in 0..warmup + iters {
         // A B, then B A on the next iteration: neither runtime always goes first
         let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -524,6 +532,9 @@ async fn lifecycle(rts: &[Rt; 2], rep: &mut Report, warmup: usize, iters: usize)
             rt.cri.teardown_pod(&pod_id).await;
             let t_pd = t.elapsed();
             if i >= warmup {
+                if rt.lxc {
+                    measured.push((pod_id.clone(), id.clone()));
+                }
                 rep.push("RunPodSandbox (bridge CNI)", "ms", rt.lxc, ms(t_run));
                 rep.push("CreateContainer + StartContainer", "ms", rt.lxc, ms(t_cs));
                 rep.push("pod ready (Run+Create+Start → RUNNING)", "ms", rt.lxc, ms(t_ready));
@@ -533,6 +544,7 @@ async fn lifecycle(rts: &[Rt; 2], rep: &mut Report, warmup: usize, iters: usize)
             }
         }
     }
+    measured
 }
 
 async fn cold_pull(rts: &[Rt; 2], rep: &mut Report, reference: &str, label: &str, warmup: usize, iters: usize) {
@@ -600,6 +612,205 @@ async fn fill(rt: &Rt, prefix: &str, n: usize) -> Vec<(String, String)> {
         k += batch;
     }
     ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// where cri-lxc's pod-start time goes: the daemon's `cri_lxc::timing` debug lines
+
+/// The daemon's log filter for the bench (via `CRI_LXC_LOG`, which wins over the harness's
+/// `--log-level`): warnings only, plus the one timing line per pod-start RPC.
+const TIMING_FILTER: &str = "warn,cri_lxc::timing=debug";
+const POD_START_RPCS: [&str; 3] = ["RunPodSandbox", "CreateContainer", "StartContainer"];
+
+/// One `cri_lxc::timing` line: rpc, id, total ms, phases in order.
+struct Timing {
+    rpc: String,
+    id: String,
+    total_ms: f64,
+    phases: Vec<(String, f64)>,
+}
+
+/// Parses the `key=value` fields after `cri_lxc::timing:` in tracing-subscriber's default fmt
+/// output; values may be quoted (`rpc="RunPodSandbox"`) or bare (`total_ms=12.3`). Words without
+/// `=` (the message) are skipped.
+fn parse_timing_line(line: &str) -> Option<Timing> {
+    const TARGET: &str = "cri_lxc::timing:";
+    let mut rest = &line[line.find(TARGET)? + TARGET.len()..];
+    let mut fields = std::collections::HashMap::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        rest = &rest[key_end..];
+        if !rest.starts_with('=') {
+            continue; // a message word
+        }
+        rest = &rest[1..];
+        let value;
+        if let Some(q) = rest.strip_prefix('"') {
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in q.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let end = end?;
+            value = q[..end].to_string();
+            rest = &q[end + 1..];
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = rest[..end].to_string();
+            rest = &rest[end..];
+        }
+        fields.insert(key.to_string(), value);
+    }
+    let phases = fields
+        .get("phases")?
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, v) = p.rsplit_once(':')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Timing { rpc: fields.get("rpc")?.clone(), id: fields.get("id")?.clone(), total_ms: fields.get("total_ms")?.parse().ok()?, phases })
+}
+
+struct PhaseRow {
+    rpc: &'static str,
+    /// `None`: the RPC's total
+    phase: Option<String>,
+    n: usize,
+    median: f64,
+    /// median / the RPC's median total
+    share: f64,
+}
+
+struct Breakdown {
+    rows: Vec<PhaseRow>,
+    /// pod-ready iterations whose three timing lines were all found
+    complete: usize,
+    iterations: usize,
+    /// client-side median of "pod ready" (Run+Create+Start → RUNNING)
+    pod_ready_median: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    pct(&s, 0.5)
+}
+
+/// The timing lines of the measured pod-ready iterations (`measured`: pod id, container id) in
+/// the daemon log → per RPC and phase medians.
+fn phase_breakdown(log: &str, measured: &[(String, String)], pod_ready_median: f64) -> Breakdown {
+    let pods: HashSet<&str> = measured.iter().map(|(p, _)| p.as_str()).collect();
+    let ctrs: HashSet<&str> = measured.iter().map(|(_, c)| c.as_str()).collect();
+    // rpc → (totals, phase → values, in first-seen order)
+    let mut per_rpc: Vec<(Vec<f64>, Vec<(String, Vec<f64>)>)> = vec![Default::default(); 3];
+    let mut seen: HashSet<(usize, String)> = HashSet::new();
+    for t in log.lines().filter_map(parse_timing_line) {
+        let Some(k) = POD_START_RPCS.iter().position(|r| *r == t.rpc) else { continue };
+        let wanted = if k == 0 { pods.contains(t.id.as_str()) } else { ctrs.contains(t.id.as_str()) };
+        // one line per RPC and object (a retried/idempotent call would log a second one)
+        if !wanted || !seen.insert((k, t.id.clone())) {
+            continue;
+        }
+        let (totals, phases) = &mut per_rpc[k];
+        totals.push(t.total_ms);
+        for (name, v) in t.phases {
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, vs)) => vs.push(v),
+                None => phases.push((name, vec![v])),
+            }
+        }
+    }
+    let complete = measured
+        .iter()
+        .filter(|(p, c)| seen.contains(&(0, p.clone())) && seen.contains(&(1, c.clone())) && seen.contains(&(2, c.clone())))
+        .count();
+    let mut rows = Vec::new();
+    for (k, (totals, phases)) in per_rpc.into_iter().enumerate() {
+        if totals.is_empty() {
+            continue;
+        }
+        let total = median(&totals);
+        rows.push(PhaseRow { rpc: POD_START_RPCS[k], phase: None, n: totals.len(), median: total, share: 1.0 });
+        for (name, vs) in phases {
+            let m = median(&vs);
+            rows.push(PhaseRow { rpc: POD_START_RPCS[k], phase: Some(name), n: vs.len(), median: m, share: m / total });
+        }
+    }
+    Breakdown { rows, complete, iterations: measured.len(), pod_ready_median }
+}
+
+impl Breakdown {
+    /// The `k` phases with the largest medians over all three RPCs.
+    fn top(&self, k: usize) -> Vec<&PhaseRow> {
+        let mut v: Vec<&PhaseRow> = self.rows.iter().filter(|r| r.phase.is_some()).collect();
+        v.sort_by(|a, b| b.median.partial_cmp(&a.median).unwrap());
+        v.truncate(k);
+        v
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        writeln!(s, "## Where cri-lxc's pod-start time goes\n").unwrap();
+        if self.rows.is_empty() {
+            writeln!(s, "No `cri_lxc::timing` lines for the measured pod-ready iterations in the daemon log (is `CRI_LXC_LOG` set to a filter without `cri_lxc::timing=debug`?).").unwrap();
+            return s;
+        }
+        writeln!(
+            s,
+            "Daemon-side phase timings (`cri_lxc::timing` debug lines) of the {} measured \"pod ready\" iterations ({} with all three RPC lines found): median per phase; share = phase median / the RPC's median total (phase medians need not add up to the total median).\n",
+            self.iterations, self.complete
+        )
+        .unwrap();
+        writeln!(s, "| RPC | phase | n | median ms | share of RPC median |").unwrap();
+        writeln!(s, "|---|---|---:|---:|---:|").unwrap();
+        let mut sum_totals = 0.0;
+        for r in &self.rows {
+            match &r.phase {
+                None => {
+                    sum_totals += r.median;
+                    writeln!(s, "| {} | **total (in the handler)** | {} | **{:.2}** | 100 % |", r.rpc, r.n, r.median).unwrap()
+                }
+                Some(p) => writeln!(s, "| {} | {p} | {} | {:.2} | {:.0} % |", r.rpc, r.n, r.median, r.share * 100.0).unwrap(),
+            }
+        }
+        writeln!(s).unwrap();
+        writeln!(
+            s,
+            "Sum of the three handler medians: {sum_totals:.1} ms of the {:.1} ms client-side \"pod ready\" median; the remaining {:.1} ms are outside the handlers (gRPC round trips, client, ContainerStatus polling until RUNNING).\n",
+            self.pod_ready_median,
+            self.pod_ready_median - sum_totals
+        )
+        .unwrap();
+        writeln!(s, "Top three phases over \"pod ready\" (Run+Create+Start):\n").unwrap();
+        for (i, r) in self.top(3).iter().enumerate() {
+            writeln!(
+                s,
+                "{}. {} / {}: {:.2} ms median ({:.0} % of the RPC, {:.0} % of pod ready)",
+                i + 1,
+                r.rpc,
+                r.phase.as_deref().unwrap_or(""),
+                r.median,
+                r.share * 100.0,
+                r.median / self.pod_ready_median * 100.0
+            )
+            .unwrap();
+        }
+        s
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,6 +905,13 @@ async fn main() {
     let scale = env_list("SCALE", &[0, 50, 100]);
     let big_rounds = env_usize("CONC_ROUNDS_BIG", 2);
     let t_start = Instant::now();
+    // Logging stays at warn (so it does not distort the timings) except for the one debug line
+    // per pod-start RPC under `cri_lxc::timing`. The daemon reads `CRI_LXC_LOG` before its
+    // `--log-level`; set here, before any thread of ours reads the environment, and inherited by
+    // the daemon process the fixture spawns.
+    if std::env::var_os("CRI_LXC_LOG").is_none() {
+        std::env::set_var("CRI_LXC_LOG", TIMING_FILTER);
+    }
 
     // The TestNet first: it must outlive both runtimes (their CNI DEL needs its dirs).
     let net = TestNet::new();
@@ -736,7 +954,11 @@ async fn main() {
     // the result is worth keeping even if a later phase panics: run the phases in order and write
     // the report at the end.
     eprintln!("[compare] lifecycle: {warmup} warm-ups + {iters} iterations per runtime, interleaved");
-    lifecycle(&rts, &mut rep, warmup, iters).await;
+    let measured = lifecycle(&rts, &mut rep, warmup, iters).await;
+    let pod_ready_median = rep.rows.iter().find(|r| r.name.starts_with("pod ready (")).map(|r| median(&r.a)).unwrap_or(f64::NAN);
+    let breakdown = phase_breakdown(&fx.daemon.log(), &measured, pod_ready_median);
+    let phases_md = breakdown.markdown();
+    eprintln!("\n{phases_md}");
     eprintln!("[compare] cold pull ({:.0}s so far)", t_start.elapsed().as_secs_f64());
     cold_pull(&rts, &mut rep, &pull_ref, &pull_label, 1, iters).await;
 
@@ -850,7 +1072,7 @@ async fn main() {
     }
     notes.push("per-pod helper RSS/PSS: cri-lxc = processes of the cri-lxc binary other than the daemon (LXC monitor, infra); containerd = containerd-shim-runc-v2 of our socket + the sandbox's pause process. Disk = bytes under each runtime's root/state dirs (not crossing mounts, hard links once), minus idle, per pod".into());
 
-    let md = markdown(&rep, &machine, &notes);
+    let md = format!("{}\n{phases_md}", markdown(&rep, &machine, &notes));
     println!("\n{md}");
     let out_dir = report_dir();
     std::fs::create_dir_all(&out_dir).unwrap();
