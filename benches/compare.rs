@@ -467,10 +467,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             }
         }
         // shim sockets in /run/containerd/s (a fixed path in containerd 1.6)
-        if !self.run_containerd_existed {
-            if Path::new("/run/containerd").exists() {
-                let _ = std::fs::remove_dir_all("/run/containerd");
-            }
+        if !self.run_containerd_existed && Path::new("/run/containerd").exists() {
+            let _ = std::fs::remove_dir_all("/run/containerd");
         }
         cleaned
     }
@@ -710,13 +708,16 @@ fn median(v: &[f64]) -> f64 {
     pct(&s, 0.5)
 }
 
+/// One RPC's total durations and, per phase in first-seen order, the phase durations (ms).
+type RpcSamples = (Vec<f64>, Vec<(String, Vec<f64>)>);
+
 /// The timing lines of the measured pod-ready iterations (`measured`: pod id, container id) in
 /// the daemon log → per RPC and phase medians.
 fn phase_breakdown(log: &str, measured: &[(String, String)], pod_ready_median: f64) -> Breakdown {
     let pods: HashSet<&str> = measured.iter().map(|(p, _)| p.as_str()).collect();
     let ctrs: HashSet<&str> = measured.iter().map(|(_, c)| c.as_str()).collect();
     // rpc → (totals, phase → values, in first-seen order)
-    let mut per_rpc: Vec<(Vec<f64>, Vec<(String, Vec<f64>)>)> = vec![Default::default(); 3];
+    let mut per_rpc: Vec<RpcSamples> = vec![Default::default(); 3];
     let mut seen: HashSet<(usize, String)> = HashSet::new();
     for t in log.lines().filter_map(parse_timing_line) {
         let Some(k) = POD_START_RPCS.iter().position(|r| *r == t.rpc) else { continue };
