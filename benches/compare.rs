@@ -279,12 +279,17 @@ fn footprint(rt: &Rt, ctd_sock: &str) -> Footprint {
 // ---------------------------------------------------------------------------------------------
 // containerd
 
+/// Where containerd's libcni keeps its result cache.
+const CNI_CACHE: &str = "/var/lib/cni";
+
 struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     run_containerd_existed: bool,
     netns_dir_existed: bool,
     netns_before: BTreeSet<String>,
+    /// libcni's result cache (/var/lib/cni) did not exist before containerd ran.
+    cni_cache_existed: bool,
 }
 
 fn cmd_out(cmd: &str, args: &[&str]) -> String {
@@ -368,6 +373,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         let run_containerd_existed = Path::new("/run/containerd").exists();
         let netns_before = netns_names();
         let netns_dir_existed = Path::new("/var/run/netns").exists();
+        let cni_cache_existed = Path::new(CNI_CACHE).exists();
         let child = Command::new("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -376,7 +382,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             .stderr(log)
             .spawn()
             .expect("spawn containerd");
-        let c = Containerd { dir, child: Some(child), run_containerd_existed, netns_dir_existed, netns_before };
+        let c = Containerd { dir, child: Some(child), run_containerd_existed, netns_dir_existed, netns_before, cni_cache_existed };
         let start = Instant::now();
         while !c.socket().exists() {
             assert!(start.elapsed() < Duration::from_secs(30), "containerd socket never appeared:\n{}", harness::tail_file(&c.dir.path().join("containerd.log"), 40));
@@ -469,6 +475,17 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         // shim sockets in /run/containerd/s (a fixed path in containerd 1.6)
         if !self.run_containerd_existed && Path::new("/run/containerd").exists() {
             let _ = std::fs::remove_dir_all("/run/containerd");
+        }
+        // libcni (inside containerd) caches ADD results under /var/lib/cni/results/<net>-<id>-<if>; a
+        // pod whose DEL did not run leaves its entry. Ours go; a cache that predates us stays otherwise.
+        let results = Path::new(CNI_CACHE).join("results");
+        for name in harness::dir_entries(&results) {
+            if ids.iter().any(|id| name.contains(id.as_str())) && std::fs::remove_file(results.join(&name)).is_ok() {
+                cleaned.push(format!("cni cache {name}"));
+            }
+        }
+        if !self.cni_cache_existed && std::fs::remove_dir_all(CNI_CACHE).is_ok() {
+            cleaned.push(format!("{CNI_CACHE} (created by containerd)"));
         }
         cleaned
     }
