@@ -164,9 +164,9 @@ impl CriService {
             record.ips = status.ips;
             record.network_state = status.state;
             timer.mark("cni_add");
-            // Persist the state right away: a crash before Ready must still be able to DEL.
-            self.store.update_sandbox(record)?;
         }
+        // The network state and Ready go in one transaction. A crash before it leaves the record in
+        // Creating without state; recovery then tears the network down with the current config.
         record.phase = SandboxPhase::Ready as i32;
         self.store.update_sandbox(record)?;
         timer.mark("store_ready");
