@@ -6,7 +6,7 @@
 //! `host-local` IPAM (no default route, no NAT); the RunPodSandbox difference is the bridge's CNI cost.
 //!
 //! `cargo bench --bench lifecycle_latency` (ITERATIONS env var, default 20, after 3 warm-ups).
-//! The side-by-side comparison with containerd is the benchmark milestone's job; this measures
+//! The side-by-side comparison with containerd is `benches/compare.rs`; this measures
 //! cri-lxc alone.
 
 #[path = "../tests/harness/mod.rs"]
