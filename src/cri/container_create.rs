@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::rollback::Rollback;
 use super::timing::PhaseTimer;
-use super::sandbox_status::sandbox_config;
+use super::sandbox_status::{namespace_options, sandbox_config};
 use super::{now_nanos, required_image, CriError, CriService};
 use crate::image::manifest::{parse_config, RuntimeConfig};
 use crate::image::passwd::{resolve_user, UserRequest};
@@ -28,9 +28,7 @@ impl CriService {
             return Err(CriError::InvalidArgument("config.metadata.name is required".into()));
         }
         let image_name = required_image(config.image.as_ref(), "config.image.image")?;
-        let sandbox = self
-            .find_sandbox(&req.pod_sandbox_id)?
-            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+        let sandbox = self.require_sandbox(&req.pod_sandbox_id)?;
         let _pod = self.pod_locks.lock(&sandbox.id).await;
         // Re-read under the lock: a concurrent StopPodSandbox may have just finished.
         let sandbox = self.store.sandbox(&sandbox.id)?.ok_or_else(|| CriError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
@@ -143,7 +141,7 @@ impl CriService {
             .map(|d| DeviceNode { host_path: d.host_path.clone().into(), container_path: d.container_path.clone(), permissions: d.permissions.clone() })
             .collect();
 
-        let options = pod.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()).unwrap_or_default();
+        let options = namespace_options(&pod);
         let opt_path = |p: &String| (!p.is_empty()).then(|| PathBuf::from(p));
         let namespaces = SharedNamespaces {
             net: opt_path(&sandbox.netns_path),

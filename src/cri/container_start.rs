@@ -14,7 +14,7 @@ const START_ERROR_EXIT_CODE: i32 = 128;
 impl CriService {
     pub async fn start_container(&self, req: StartContainerRequest) -> Result<StartContainerResponse, CriError> {
         required_id(&req.container_id, "container_id")?;
-        let found = self.find_container(&req.container_id)?.ok_or_else(|| CriError::NotFound(format!("container {:?} not found", req.container_id)))?;
+        let found = self.require_container(&req.container_id)?;
         let _ctr = self.container_locks.lock(&found.id).await;
         let mut record = self.store.container(&found.id)?.ok_or_else(|| CriError::NotFound(format!("container {:?} not found", req.container_id)))?;
         let phase = ContainerPhase::try_from(record.phase).unwrap_or(ContainerPhase::Unspecified);

@@ -61,7 +61,7 @@ impl CriService {
 
     pub async fn container_status(&self, req: ContainerStatusRequest) -> Result<ContainerStatusResponse, CriError> {
         required_id(&req.container_id, "container_id")?;
-        let record = self.find_container(&req.container_id)?.ok_or_else(|| CriError::NotFound(format!("container {:?} not found", req.container_id)))?;
+        let record = self.require_container(&req.container_id)?;
         let record = self.refresh_container(record).await?;
         let config = container_config(&record);
         let mounts: Vec<Mount> = config.mounts.clone();

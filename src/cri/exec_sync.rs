@@ -13,7 +13,7 @@ impl CriService {
         if req.cmd.is_empty() {
             return Err(CriError::InvalidArgument("cmd is required".into()));
         }
-        let record = self.find_container(&req.container_id)?.ok_or_else(|| CriError::NotFound(format!("container {:?} not found", req.container_id)))?;
+        let record = self.require_container(&req.container_id)?;
         // api.proto: timeout in seconds, "0 means no timeout".
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout.unsigned_abs()));
         match self.runtime.exec_sync(&record.id, &req.cmd, timeout).await {
@@ -28,7 +28,7 @@ impl CriService {
 
     pub async fn reopen_container_log(&self, req: ReopenContainerLogRequest) -> Result<ReopenContainerLogResponse, CriError> {
         required_id(&req.container_id, "container_id")?;
-        let record = self.find_container(&req.container_id)?.ok_or_else(|| CriError::NotFound(format!("container {:?} not found", req.container_id)))?;
+        let record = self.require_container(&req.container_id)?;
         match self.runtime.reopen_log(&record.id).await {
             Ok(()) => Ok(ReopenContainerLogResponse {}),
             Err(RuntimeError::NotRunning { id }) => Err(CriError::FailedPrecondition(format!("container {id} is not running"))),

@@ -125,6 +125,16 @@ impl CriService {
         find_by_id_or_prefix(id, |id| self.store.container(id), || self.store.containers(), |c| &c.id)
     }
 
+    /// `find_sandbox`, with NotFound for an unknown id.
+    pub(crate) fn require_sandbox(&self, id: &str) -> Result<SandboxRecord, CriError> {
+        self.find_sandbox(id)?.ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    /// `find_container`, with NotFound for an unknown id.
+    pub(crate) fn require_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
+        self.find_container(id)?.ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    }
+
     pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.sandboxes_dir.join(id)
     }

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse};
+use k8s_cri::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse};
 use prost::Message;
 
 use super::rollback::Rollback;
+use super::sandbox_status::namespace_options;
 use super::timing::PhaseTimer;
 use super::{now_nanos, CriError, CriService};
 use crate::model::ids::{new_id, sandbox_name};
@@ -33,7 +34,7 @@ impl CriService {
                 self.config.runtime_handlers
             )));
         }
-        let options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()).unwrap_or_default();
+        let options = namespace_options(&config);
         if options.pid() == NamespaceMode::Target {
             return Err(CriError::InvalidArgument("PID namespace mode TARGET is only valid for containers".into()));
         }
@@ -65,7 +66,7 @@ impl CriService {
             let record = record.clone();
             undo.push("release the sandbox record and name", move || async move { store.remove_sandbox(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_sandbox(&config, &mut record, &mut undo, &mut timer).await {
+        match self.set_up_sandbox(&config, &options, &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
                 timer.finish(&id);
@@ -79,7 +80,11 @@ impl CriService {
         }
     }
 
-    async fn set_up_sandbox(&self, config: &PodSandboxConfig, record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
+    async fn set_up_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+        options: &NamespaceOption,
+        record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
         {
@@ -91,7 +96,6 @@ impl CriService {
                 }
             });
         }
-        let options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()).unwrap_or_default();
         let host_net = options.network() == NamespaceMode::Node;
         let want = PodNamespaces {
             net: !host_net,

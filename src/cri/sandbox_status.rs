@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxPodSandboxStatus, ListPodSandboxRequest, ListPodSandboxResponse, Namespace, PodIp, PodSandbox,
+    LinuxPodSandboxStatus, ListPodSandboxRequest, ListPodSandboxResponse, Namespace, NamespaceOption, PodIp, PodSandbox,
     PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use prost::Message;
@@ -17,6 +17,11 @@ pub(crate) fn sandbox_config(record: &SandboxRecord) -> PodSandboxConfig {
     PodSandboxConfig::decode(record.config.as_slice()).unwrap_or_default()
 }
 
+/// The pod's NamespaceOption (all POD when kubelet sent none).
+pub(crate) fn namespace_options(config: &PodSandboxConfig) -> NamespaceOption {
+    config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()).unwrap_or_default()
+}
+
 fn phase(record: &SandboxRecord) -> SandboxPhase {
     SandboxPhase::try_from(record.phase).unwrap_or(SandboxPhase::Unspecified)
 }
@@ -24,11 +29,8 @@ fn phase(record: &SandboxRecord) -> SandboxPhase {
 impl CriService {
     pub fn pod_sandbox_status(&self, req: PodSandboxStatusRequest) -> Result<PodSandboxStatusResponse, CriError> {
         required_id(&req.pod_sandbox_id, "pod_sandbox_id")?;
-        let sandbox = self
-            .find_sandbox(&req.pod_sandbox_id)?
-            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+        let sandbox = self.require_sandbox(&req.pod_sandbox_id)?;
         let config = sandbox_config(&sandbox);
-        let options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone());
         // Always present (kubelet reads `network.ip`); empty until the network layer assigns addresses.
         let network = Some(PodSandboxNetworkStatus {
             ip: sandbox.ips.first().cloned().unwrap_or_default(),
@@ -40,7 +42,7 @@ impl CriService {
             state: cri_state(phase(&sandbox)) as i32,
             created_at: sandbox.created_at_unix_nanos,
             network,
-            linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options: Some(options.unwrap_or_default()) }) }),
+            linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options: Some(namespace_options(&config)) }) }),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
             runtime_handler: sandbox.runtime_handler.clone(),
