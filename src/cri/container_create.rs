@@ -94,6 +94,8 @@ impl CriService {
         timer: &mut PhaseTimer,
     ) -> Result<(), CriError> {
         let id = record.id.clone();
+        // Checked before the rootfs exists: bad security input leaves nothing to undo but the record.
+        let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
         let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
         timer.mark("rootfs_mount");
         {
@@ -115,13 +117,14 @@ impl CriService {
         } else {
             process.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_string())
         };
-        let security = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
+        let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
         let user_request = UserRequest {
             image_user: process.user.clone().unwrap_or_default(),
-            run_as_user: security.and_then(|s| s.run_as_user.as_ref()).map(|v| v.value),
-            run_as_username: security.map(|s| s.run_as_username.clone()).filter(|s| !s.is_empty()),
-            run_as_group: security.and_then(|s| s.run_as_group.as_ref()).map(|v| v.value),
-            supplemental_groups: security.map(|s| s.supplemental_groups.clone()).unwrap_or_default(),
+            run_as_user: sc.and_then(|s| s.run_as_user.as_ref()).map(|v| v.value),
+            run_as_username: sc.map(|s| s.run_as_username.clone()).filter(|s| !s.is_empty()),
+            run_as_group: sc.and_then(|s| s.run_as_group.as_ref()).map(|v| v.value),
+            supplemental_groups: sc.map(|s| s.supplemental_groups.clone()).unwrap_or_default(),
+            strict_supplemental_groups: security.strict_supplemental_groups,
         };
         let user = resolve_user(&rootfs.merged, &user_request).map_err(|e| CriError::InvalidArgument(format!("container user: {e}")))?;
 
@@ -174,6 +177,7 @@ impl CriService {
             tty: config.tty,
             stop_signal: signal,
             cgroup_parent: pod.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            security: security.spec,
         };
         self.runtime.create(&spec).await?;
         timer.mark("lxc_config");

@@ -25,6 +25,7 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
+mod security_context;
 mod timing;
 mod version;
 

@@ -38,6 +38,9 @@ impl CriService {
         if options.pid() == NamespaceMode::Target {
             return Err(CriError::InvalidArgument("PID namespace mode TARGET is only valid for containers".into()));
         }
+        // Bad security input is refused before anything exists.
+        super::security_context::reject_user_namespace(&options)?;
+        super::security_context::pod_sysctls(&config, &options)?;
         let mut timer = PhaseTimer::new("RunPodSandbox");
         let id = new_id();
         let _pod = self.pod_locks.lock(&id).await;
@@ -123,6 +126,14 @@ impl CriService {
         record.netns_path = path_str(&pinned.net);
         record.ipcns_path = path_str(&pinned.ipc);
         record.utsns_path = path_str(&pinned.uts);
+        let sysctls = super::security_context::pod_sysctls(config, options)?;
+        if !sysctls.is_empty() {
+            let (net, ipc) = (pinned.net.clone(), pinned.ipc.clone());
+            tokio::task::spawn_blocking(move || crate::runtime::pod_sysctl::apply(net.as_deref(), ipc.as_deref(), &sysctls))
+                .await
+                .map_err(|e| CriError::Internal(format!("sysctl task: {e}")))?
+                .map_err(super::security_context::sysctl_error)?;
+        }
         timer.mark("netns_pin");
         // Persisted before anything else can fail or the daemon die: recovery must know what is pinned.
         self.store.update_sandbox(record)?;

@@ -26,6 +26,8 @@ pub struct UserRequest {
     pub run_as_username: Option<String>,
     pub run_as_group: Option<i64>,
     pub supplemental_groups: Vec<i64>,
+    /// CRI `supplemental_groups_policy: Strict`: the image's /etc/group memberships are not added.
+    pub strict_supplemental_groups: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -122,7 +124,7 @@ pub fn resolve_user(rootfs: &Path, req: &UserRequest) -> Result<ResolvedUser, Us
         gid = id_of(g, "gid")?;
     }
     let mut additional: Vec<u32> = Vec::new();
-    if !name.is_empty() {
+    if !name.is_empty() && !req.strict_supplemental_groups {
         for g in groups.iter().filter(|g| g.members.iter().any(|m| m == &name)) {
             if g.gid != gid && !additional.contains(&g.gid) {
                 additional.push(g.gid);

@@ -7,6 +7,8 @@
 pub mod infra;
 pub mod lxc;
 pub mod namespaces;
+pub mod pod_sysctl;
+pub mod security;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +41,8 @@ pub struct ContainerSpec {
     pub stop_signal: i32,
     /// Cgroup parent of the pod (CRI `cgroup_parent`), empty for the runtime's default.
     pub cgroup_parent: String,
+    /// Capabilities, privileged, seccomp, AppArmor, read-only rootfs, masked/read-only paths.
+    pub security: security::SecuritySpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

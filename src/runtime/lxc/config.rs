@@ -14,6 +14,8 @@ use crate::runtime::{ContainerSpec, Propagation};
 pub struct ConfigPaths<'a> {
     /// liblxc's own log for this container (start failures are explained there).
     pub lxc_log: &'a Path,
+    /// Where the container's seccomp policy file is written (referenced only when it has one).
+    pub seccomp: &'a Path,
 }
 
 /// fstab-style escaping for `lxc.mount.entry` fields: whitespace and backslash as octal.
@@ -80,12 +82,11 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     // Application container: no console, no ttys of its own; stdio belongs to the monitor.
     line("lxc.console.path", "none");
     line("lxc.tty.max", "0");
-    // A minimal /dev and the usual pseudo filesystems; cgroup:mixed shows the container its own
-    // cgroup read-write and the rest read-only.
+    // A minimal /dev; /proc, /sys, cgroups and the confinement come from the security context.
     line("lxc.autodev", "1");
-    line("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed");
-    // Confinement profiles arrive with the security-context milestone.
-    line("lxc.apparmor.profile", "unconfined");
+    for (key, value) in super::security::render(&spec.security, paths.seccomp) {
+        line(key, &value);
+    }
 
     // The process: liblxc clears the environment, so every variable is set explicitly.
     for kv in &spec.env {
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn pod_container_joins_pinned_namespaces() {
-        let rendered = render(&pod_container(), &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log") });
+        let rendered = render(&pod_container(), &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") });
         golden("pod_container.conf", &rendered);
     }
 
@@ -190,7 +191,26 @@ mod tests {
             namespaces: SharedNamespaces { host_net: true, host_ipc: true, host_pid: true, ..Default::default() },
             ..Default::default()
         };
-        golden("host_namespaces.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/l") }));
+        golden("host_namespaces.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/l"), seccomp: Path::new("/s") }));
+    }
+
+    #[test]
+    fn confined_container_renders_its_security_context() {
+        use crate::runtime::security::{AppArmorPolicy, SeccompPolicy, SecuritySpec};
+        let spec = ContainerSpec {
+            security: SecuritySpec {
+                capabilities: vec!["chown", "net_bind_service"],
+                no_new_privs: true,
+                readonly_rootfs: true,
+                masked_paths: vec!["/proc/kcore".into(), "/sys/firmware".into()],
+                readonly_paths: vec!["/proc/sys".into()],
+                seccomp: SeccompPolicy::RuntimeDefault,
+                apparmor: AppArmorPolicy::Localhost("k8s-deny-write".into()),
+                ..Default::default()
+            },
+            ..pod_container()
+        };
+        golden("confined_container.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
     }
 
     #[test]
@@ -201,7 +221,7 @@ mod tests {
             user: ProcessUser { uid: 1000, gid: 1000, additional_gids: vec![] },
             ..Default::default()
         };
-        let rendered = render(&spec, &ConfigPaths { lxc_log: Path::new("/l") });
+        let rendered = render(&spec, &ConfigPaths { lxc_log: Path::new("/l"), seccomp: Path::new("/s") });
         assert!(rendered.contains("lxc.environment = A=1 lxc.init.uid = 0\n"));
         let uid_lines: Vec<&str> = rendered.lines().filter(|l| l.starts_with("lxc.init.uid")).collect();
         assert_eq!(uid_lines, vec!["lxc.init.uid = 1000"], "{rendered}");

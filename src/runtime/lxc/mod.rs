@@ -9,10 +9,13 @@
 //! Everything that forks through liblxc runs in a re-executed helper process (`__monitor`,
 //! `__exec`); this module only spawns them, reads their files and sends signals.
 
+pub mod apparmor;
 pub mod config;
 pub mod exec;
 pub mod ffi;
 pub mod monitor;
+pub mod seccomp;
+pub mod security;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -188,6 +191,8 @@ impl LxcRuntime {
 #[tonic::async_trait]
 impl ContainerRuntime for LxcRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        // Translated before anything is written: a profile liblxc cannot express creates nothing.
+        let seccomp_policy = security::seccomp_policy(&spec.security).map_err(|e| RuntimeError::Other(e.to_string()))?;
         let dir = self.dir(&spec.id)?;
         let lxc_dir = self.lxcpath.join(&spec.id);
         for d in [&dir, &lxc_dir] {
@@ -196,7 +201,9 @@ impl ContainerRuntime for LxcRuntime {
         // Like runc, a working directory the image lacks is created (owned by the process user).
         ensure_dir_in_root(&spec.rootfs, &spec.cwd, spec.user.uid, spec.user.gid)?;
         let config_path = lxc_dir.join("config");
-        let rendered = config::render(spec, &config::ConfigPaths { lxc_log: &dir.join("lxc.log") });
+        let seccomp_path = lxc_dir.join("seccomp");
+        let spec = &security::prepare(spec, &seccomp_path, seccomp_policy.as_deref())?;
+        let rendered = config::render(spec, &config::ConfigPaths { lxc_log: &dir.join("lxc.log"), seccomp: &seccomp_path });
         std::fs::write(&config_path, rendered).map_err(io(format!("writing {}", config_path.display())))?;
         let monitor_spec = MonitorSpec {
             name: spec.id.clone(),
