@@ -82,11 +82,8 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     // Application container: no console, no ttys of its own; stdio belongs to the monitor.
     line("lxc.console.path", "none");
     line("lxc.tty.max", "0");
-    // A minimal /dev; /proc, /sys, cgroups and the confinement come from the security context.
+    // A minimal /dev; /proc, /sys and cgroups are mounted as the security context says (below).
     line("lxc.autodev", "1");
-    for (key, value) in super::security::render(&spec.security, paths.seccomp) {
-        line(key, &value);
-    }
 
     // The process: liblxc clears the environment, so every variable is set explicitly.
     for kv in &spec.env {
@@ -127,6 +124,12 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     for d in &spec.devices {
         let target = d.container_path.trim_start_matches('/');
         line("lxc.mount.entry", &format!("{} {} none bind,create=file 0 0", fstab_escape(&d.host_path.display().to_string()), fstab_escape(target)));
+    }
+
+    // Confinement last: its masked and read-only paths must cover the mounts above, as runc
+    // applies them after all mounts (the other keys do not depend on their position).
+    for (key, value) in super::security::render(&spec.security, paths.seccomp) {
+        line(key, &value);
     }
 
     line("lxc.log.file", &paths.lxc_log.display().to_string());
