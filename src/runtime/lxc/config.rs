@@ -19,7 +19,7 @@ pub struct ConfigPaths<'a> {
 }
 
 /// fstab-style escaping for `lxc.mount.entry` fields: whitespace and backslash as octal.
-fn fstab_escape(s: &str) -> String {
+pub(super) fn fstab_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -19,14 +19,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::config::fstab_escape;
 use super::{apparmor, seccomp};
 use crate::runtime::security::{SeccompPolicy, SecuritySpec, ALL_CAPABILITIES};
 use crate::runtime::{ContainerSpec, DeviceNode, RuntimeError};
-
-/// fstab field escaping (same rules as the mount entries of config.rs).
-fn fstab_escape(s: &str) -> String {
-    s.replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012")
-}
 
 /// The confinement keys for `sec`, in order. `seccomp_file` is where [`seccomp_policy`]'s text is
 /// written when there is one.
