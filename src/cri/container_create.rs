@@ -94,6 +94,8 @@ impl CriService {
         timer: &mut PhaseTimer,
     ) -> Result<(), CriError> {
         let id = record.id.clone();
+        // Resources and cgroup parent first: bad values are refused before anything is made.
+        let cgroup = self.cgroup_spec(&sandbox_config(sandbox), config.linux.as_ref().and_then(|l| l.resources.as_ref()))?;
         let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
         timer.mark("rootfs_mount");
         {
@@ -174,6 +176,7 @@ impl CriService {
             tty: config.tty,
             stop_signal: signal,
             cgroup_parent: pod.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            cgroup,
         };
         self.runtime.create(&spec).await?;
         timer.mark("lxc_config");

@@ -86,6 +86,10 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     line("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed");
     // Confinement profiles arrive with the security-context milestone.
     line("lxc.apparmor.profile", "unconfined");
+    // Cgroup placement (the pod's cgroup, monitor outside it) and oom_score_adj: runtime/cgroup/.
+    for (key, value) in crate::runtime::cgroup::lxc_keys(&spec.id, &spec.cgroup) {
+        line(key, &value);
+    }
 
     // The process: liblxc clears the environment, so every variable is set explicitly.
     for kv in &spec.env {
