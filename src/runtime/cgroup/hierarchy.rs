@@ -140,6 +140,11 @@ impl Layout {
                     Err(e) => return Err(io_err("creating cgroup", &dir)(e)),
                 }
                 if m.controllers.iter().any(|c| c == "cpuset") {
+                    // Children (liblxc's own cgroup below ours) inherit cpus/mems at mkdir time
+                    // (cgroup-v1/cpusets.rst, cgroup.clone_children); without it liblxc 5.0.2
+                    // fails to enter its empty cpuset with ENOSPC.
+                    let clone = dir.join("cgroup.clone_children");
+                    std::fs::write(&clone, "1").map_err(io_err("writing", &clone))?;
                     for file in ["cpuset.cpus", "cpuset.mems"] {
                         let current = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
                         if current.trim().is_empty() {

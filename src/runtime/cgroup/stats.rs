@@ -7,8 +7,8 @@
 //!   v2 `memory.current` + `memory.stat` (always hierarchical). Working set = usage −
 //!   inactive_file, as cAdvisor and kubelet's eviction manager compute it.
 //! * OOM kills: v2 `memory.events` `oom_kill` (hierarchical); v1 `memory.oom_control` `oom_kill`
-//!   counts kills of the cgroup's own tasks only, so `memory.failcnt` (limit hits anywhere below)
-//!   is reported next to it.
+//!   counts kills of the cgroup's own tasks only, so whether the limit was reached (failcnt, or
+//!   the peak usage at the limit) is reported next to it.
 
 use super::{CgroupVersion, Layout};
 
@@ -36,7 +36,7 @@ pub struct MemoryStats {
 pub struct OomCounters {
     /// Processes killed by the OOM killer (v2: hierarchical; v1: the cgroup's own tasks).
     pub oom_kills: u64,
-    /// v1 only: times the memory limit was hit (reclaim may have succeeded).
+    /// v1 only: non-zero when the memory (or memory+swap) limit was reached.
     pub limit_hits: u64,
 }
 
@@ -116,10 +116,19 @@ pub fn oom_counters(layout: &Layout, rel: &str) -> OomCounters {
             oom_kills: layout.read("memory", rel, "memory.events").and_then(|t| flat_keyed(&t, "oom_kill")).unwrap_or(0),
             limit_hits: 0,
         },
-        Some(CgroupVersion::V1) => OomCounters {
-            oom_kills: layout.read("memory", rel, "memory.oom_control").and_then(|t| flat_keyed(&t, "oom_kill")).unwrap_or(0),
-            limit_hits: layout.read("memory", rel, "memory.failcnt").and_then(|t| single_value(&t)).unwrap_or(0),
-        },
+        Some(CgroupVersion::V1) => {
+            let num = |file: &str| layout.read("memory", rel, file).and_then(|t| single_value(&t));
+            // failcnt stays 0 on 6.x kernels when the OOM killer resolves the charge (measured on
+            // 6.18), so a peak usage that reached the limit counts as a hit too.
+            let reached = |peak: &str, limit: &str| matches!((num(peak), num(limit)), (Some(p), Some(l)) if p >= l) as u64;
+            OomCounters {
+                oom_kills: layout.read("memory", rel, "memory.oom_control").and_then(|t| flat_keyed(&t, "oom_kill")).unwrap_or(0),
+                limit_hits: num("memory.failcnt").unwrap_or(0)
+                    + num("memory.memsw.failcnt").unwrap_or(0)
+                    + reached("memory.max_usage_in_bytes", "memory.limit_in_bytes")
+                    + reached("memory.memsw.max_usage_in_bytes", "memory.memsw.limit_in_bytes"),
+            }
+        }
         None => OomCounters::default(),
     }
 }
