@@ -28,6 +28,10 @@ pub struct Config {
     pub log_level: String,
     /// Which cgroup driver kubelet must be configured with; `auto` picks systemd when PID 1 is systemd.
     pub cgroup_driver: CgroupDriverSetting,
+    /// Clamp a container's `oom_score_adj` to the daemon's own when it would be lower (containerd's
+    /// switch of the same name). Needed where the daemon lacks CAP_SYS_RESOURCE; off by default, as
+    /// in containerd, so kubelet's values (-997 for Guaranteed pods) are applied as sent.
+    pub restrict_oom_score_adj: bool,
     /// Runtime handler names (RuntimeClass `handler`) this node serves; `""` means the first.
     pub runtime_handlers: Vec<String>,
     pub image: ImageConfig,
@@ -43,6 +47,7 @@ impl Default for Config {
             state: PathBuf::from(DEFAULT_STATE),
             log_level: "info".to_string(),
             cgroup_driver: CgroupDriverSetting::Auto,
+            restrict_oom_score_adj: false,
             runtime_handlers: vec!["lxc".to_string()],
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),

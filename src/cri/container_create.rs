@@ -96,6 +96,8 @@ impl CriService {
         let id = record.id.clone();
         // Checked before the rootfs exists: bad security input leaves nothing to undo but the record.
         let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
+        // Resources and cgroup parent first: bad values are refused before anything is made.
+        let cgroup = self.cgroup_spec(&sandbox_config(sandbox), config.linux.as_ref().and_then(|l| l.resources.as_ref()))?;
         let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
         timer.mark("rootfs_mount");
         {
@@ -178,6 +180,7 @@ impl CriService {
             stop_signal: signal,
             cgroup_parent: pod.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
             security: security.spec,
+            cgroup,
         };
         self.runtime.create(&spec).await?;
         timer.mark("lxc_config");

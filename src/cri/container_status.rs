@@ -81,7 +81,7 @@ impl CriService {
             annotations: config.annotations.clone(),
             mounts,
             log_path: record.log_path.clone(),
-            resources: None,
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()).map(|linux| k8s_cri::v1::ContainerResources { linux: Some(linux), windows: None }),
             image_id: record.image_id.clone(),
             user: Some(ContainerUser {
                 linux: Some(LinuxContainerUser { uid: record.uid, gid: record.gid, supplemental_groups: record.supplemental_gids.clone() }),

@@ -10,19 +10,23 @@ mod container_create;
 mod container_remove;
 mod container_start;
 mod container_status;
+mod container_stats;
 mod container_stop;
+mod container_update;
 mod exec_sync;
 mod image_fs_info;
 mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod metrics;
 mod recovery;
 mod rollback;
 mod runtime_config;
 mod runtime_status;
 mod sandbox_remove;
 mod sandbox_run;
+mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod security_context;
@@ -84,6 +88,8 @@ pub struct CriService {
     pub(crate) sandboxes_dir: PathBuf,
     pub(crate) pod_locks: KeyedMutex,
     pub(crate) container_locks: KeyedMutex,
+    /// The previous CPU sample per container/pod, for usage_nano_cores (container_stats.rs).
+    pub(crate) cpu_samples: container_stats::CpuSamples,
 }
 
 /// The collaborators the composition root hands in.
@@ -109,6 +115,7 @@ impl CriService {
             sandboxes_dir,
             pod_locks: KeyedMutex::new(),
             container_locks: KeyedMutex::new(),
+            cpu_samples: Default::default(),
         }
     }
 

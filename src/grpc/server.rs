@@ -169,18 +169,49 @@ impl RuntimeService for CriServer {
         reply(Err(CriService::unimplemented("GetContainerEvents", "container lifecycle events")))
     }
 
+    async fn update_container_resources(&self, request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("UpdateContainerResources", container_id = req.container_id.as_str());
+        reply(self.cri.update_container_resources(req).instrument(span).await)
+    }
+
+    async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("ContainerStats", container_id = req.container_id.as_str());
+        reply(self.cri.container_stats(req).instrument(span).await)
+    }
+
+    async fn list_container_stats(&self, request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+        let span = tracing::debug_span!("ListContainerStats");
+        reply(self.cri.list_container_stats(request.into_inner()).instrument(span).await)
+    }
+
+    async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("PodSandboxStats", pod_sandbox_id = req.pod_sandbox_id.as_str());
+        reply(self.cri.pod_sandbox_stats(req).instrument(span).await)
+    }
+
+    async fn list_pod_sandbox_stats(&self, request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        let span = tracing::debug_span!("ListPodSandboxStats");
+        reply(self.cri.list_pod_sandbox_stats(request.into_inner()).instrument(span).await)
+    }
+
+    async fn list_metric_descriptors(&self, request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        let _span = tracing::debug_span!("ListMetricDescriptors").entered();
+        Ok(Response::new(self.cri.list_metric_descriptors(request.into_inner())))
+    }
+
+    async fn list_pod_sandbox_metrics(&self, request: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        let span = tracing::debug_span!("ListPodSandboxMetrics");
+        reply(self.cri.list_pod_sandbox_metrics(request.into_inner()).instrument(span).await)
+    }
+
     later! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources", "cgroup resources";
         exec(ExecRequest) -> ExecResponse = "Exec", "streaming exec";
         attach(AttachRequest) -> AttachResponse = "Attach", "streaming attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward", "streaming port-forward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats", "container stats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats", "container stats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats", "pod stats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats", "pod stats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer", "container checkpointing";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors", "pod metrics";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics", "pod metrics";
     }
 }
 

@@ -26,6 +26,7 @@ pub fn to_status(err: &CriError) -> Status {
         CriError::Runtime(e) => match e {
             RuntimeError::NotFound(_) => Code::NotFound,
             RuntimeError::NotRunning { .. } => Code::FailedPrecondition,
+            RuntimeError::InvalidResources { .. } => Code::InvalidArgument,
             RuntimeError::ExecTimeout { .. } => Code::DeadlineExceeded,
             // The container's own configuration could not start (missing executable, bad mount …).
             RuntimeError::StartFailed { .. } => Code::FailedPrecondition,

@@ -547,6 +547,12 @@ impl ImageManager {
         Ok(rootfs::release_rootfs(&self.container_dir(container_id)?)?)
     }
 
+    /// Bytes and inodes of a container's writable layer (its overlay upper dir): ContainerStats'
+    /// `writable_layer`. Walks the tree; call from a blocking context.
+    pub fn writable_layer_usage(&self, container_id: &str) -> Result<FsUsage, ImageError> {
+        Ok(tree_usage(&rootfs::RootfsPaths::under(&self.container_dir(container_id)?).upper))
+    }
+
     fn container_dir(&self, container_id: &str) -> Result<PathBuf, ImageError> {
         let valid = !container_id.is_empty()
             && container_id.len() <= 128

@@ -5,6 +5,7 @@
 //! Must not depend on cri/ or grpc/: the runtime knows processes, files and LXC, not CRI semantics.
 
 pub mod infra;
+pub mod cgroup;
 pub mod lxc;
 pub mod namespaces;
 pub mod pod_sysctl;
@@ -43,6 +44,8 @@ pub struct ContainerSpec {
     pub cgroup_parent: String,
     /// Capabilities, privileged, seccomp, AppArmor, read-only rootfs, masked/read-only paths.
     pub security: security::SecuritySpec,
+    /// Where the container's cgroup goes (parent expanded for the driver) and its limits.
+    pub cgroup: cgroup::CgroupSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -141,6 +144,9 @@ pub enum RuntimeError {
     Lxc(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// Resource values the kernel refuses or the host cannot apply (bad input).
+    #[error("container {id}: {message}")]
+    InvalidResources { id: String, message: String },
     #[error("{0}")]
     Other(String),
 }
@@ -166,4 +172,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn stop_pod_infra(&self, pid: i32, sandbox_dir: &std::path::Path);
     /// Whether the pod's infra process still runs.
     fn pod_infra_alive(&self, pid: i32, sandbox_dir: &std::path::Path) -> bool;
+    /// Apply new limits to the container's cgroup (running or not); UpdateContainerResources.
+    async fn update_resources(&self, id: &str, resources: &cgroup::ResourceSpec) -> Result<(), RuntimeError>;
+    /// Statistics of the container's cgroup; None when it has none (never placed by this runtime).
+    async fn cgroup_stats(&self, id: &str) -> Result<Option<cgroup::CgroupStats>, RuntimeError>;
 }

@@ -84,6 +84,10 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     line("lxc.tty.max", "0");
     // A minimal /dev; /proc, /sys and cgroups are mounted as the security context says (below).
     line("lxc.autodev", "1");
+    // Cgroup placement (the pod's cgroup, monitor outside it) and oom_score_adj: runtime/cgroup/.
+    for (key, value) in crate::runtime::cgroup::lxc_keys(&spec.id, &spec.cgroup) {
+        line(key, &value);
+    }
 
     // The process: liblxc clears the environment, so every variable is set explicitly.
     for kv in &spec.env {

@@ -4,7 +4,8 @@
 //! * `<root>/lxc/<id>/config` — the rendered LXC config (the private lxcpath, never /var/lib/lxc);
 //! * `<state>/containers/<id>/monitor.json` — what the monitor runs; `exec.json` — what ExecSync
 //!   needs (env, user, cwd); `pid.json` — monitor and init pids once running; `exit.json` — written
-//!   by the monitor when the container ends; `lxc.log` — liblxc's own log.
+//!   by the monitor when the container ends; `lxc.log` — liblxc's own log; `cgroup.json` — the
+//!   container's cgroup (relative path) and the limits last applied (see `runtime/cgroup/`).
 //!
 //! Everything that forks through liblxc runs in a re-executed helper process (`__monitor`,
 //! `__exec`); this module only spawns them, reads their files and sends signals.
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::cgroup::{self, CgroupError, Layout, ResourceSpec};
 use super::{ContainerRuntime, ContainerSpec, ExecOutput, ExitStatus, ProcessState, RuntimeError, Started};
 use exec::ExecContext;
 use monitor::{MonitorSpec, PidRecord, Ready};
@@ -87,9 +89,66 @@ fn container_cgroup_dirs(id: &str, pid: i32) -> Vec<PathBuf> {
     dirs
 }
 
+/// What `cgroup.json` holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CgroupRecord {
+    /// The daemon-owned container cgroup, relative to each hierarchy's root.
+    dir: String,
+    resources: ResourceSpec,
+}
+
+fn cgroup_error(id: &str, e: CgroupError) -> RuntimeError {
+    match e {
+        CgroupError::Invalid(message) => RuntimeError::InvalidResources { id: id.to_string(), message },
+        CgroupError::BadParent { .. } => RuntimeError::InvalidResources { id: id.to_string(), message: e.to_string() },
+        CgroupError::Io { .. } => RuntimeError::Other(format!("container {id}: {e}")),
+    }
+}
+
+/// The lowest memory limit on `rel` or any of its ancestors (None: unlimited all the way up).
+fn ancestor_memory_limit(layout: &Layout, rel: &str) -> Option<i64> {
+    let file = match layout.version_of("memory")? {
+        cgroup::CgroupVersion::V1 => "memory.limit_in_bytes",
+        cgroup::CgroupVersion::V2 => "memory.max",
+    };
+    let mut path = String::new();
+    let mut lowest: Option<i64> = None;
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(part);
+        if let Some(limit) = layout.read("memory", &path, file).and_then(|t| cgroup::stats::single_value(&t)) {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
+        }
+    }
+    lowest
+}
+
+/// Whether the OOM killer ended the container: v2 counts kills hierarchically in memory.events; a
+/// v1 cgroup only counts kills of its own tasks (the container's are one level down, in liblxc's
+/// cgroup, gone by now), so there a SIGKILL exit (137) of a container whose limit was hit counts.
+fn oom_killed(dir: &str, exit_code: i32) -> bool {
+    let counters = cgroup::stats::oom_counters(Layout::host(), dir);
+    counters.oom_kills > 0 || (counters.limit_hits > 0 && exit_code == 128 + libc::SIGKILL)
+}
+
 /// SIGKILL every process in the container's cgroup (a few rounds: a process may fork meanwhile).
-fn kill_cgroup_members(id: &str, init_pid: i32) {
+fn kill_cgroup_members(id: &str, init_pid: i32, placed: Option<&str>) {
     let dirs = container_cgroup_dirs(id, init_pid);
+    // Containers placed by runtime/cgroup/: everything in their own cgroup tree.
+    if let Some(dir) = placed {
+        for _ in 0..3 {
+            let pids = Layout::host().procs(dir);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
     for _ in 0..3 {
         let mut any = false;
         for dir in &dirs {
@@ -159,12 +218,41 @@ impl LxcRuntime {
 
     fn exit_record(&self, id: &str) -> Result<Option<ExitStatus>, RuntimeError> {
         let record = monitor::read_exit_file(&self.dir(id)?.join("exit.json")).map_err(|e| RuntimeError::Other(e.to_string()))?;
-        Ok(record.map(|r| ExitStatus {
+        let Some(r) = record else { return Ok(None) };
+        let oom_killed = self.cgroup_record(id)?.is_some_and(|cg| oom_killed(&cg.dir, r.exit_code));
+        Ok(Some(ExitStatus {
             code: r.exit_code,
             finished_at_unix_nanos: r.exited_at_unix_nanos,
-            oom_killed: false,
+            oom_killed,
             message: r.message.unwrap_or_default(),
         }))
+    }
+
+    fn cgroup_record(&self, id: &str) -> Result<Option<CgroupRecord>, RuntimeError> {
+        read_json(&self.dir(id)?.join("cgroup.json"))
+    }
+
+    /// Create the container's own cgroup under its pod's and write its limits (see runtime/cgroup/).
+    fn place(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let layout = Layout::host();
+        let dir = cgroup::container_dir(&spec.cgroup.parent, &spec.id);
+        let parent = if spec.cgroup.parent.is_empty() { cgroup::DEFAULT_PARENT } else { spec.cgroup.parent.as_str() };
+        let mut resources = spec.cgroup.resources.clone();
+        // Never above the pod: kubelet's pod-level memory limit on an ancestor bounds the child.
+        if resources.clamp_memory_to(ancestor_memory_limit(layout, parent)) {
+            tracing::info!(container_id = %spec.id, memory_limit = resources.memory_limit, "memory limit clamped to the pod cgroup's limit");
+        }
+        // Written before liblxc or any process sees the cgroup, so the record exists for remove()
+        // even if creating the cgroup fails half-way.
+        write_json(&self.dir(&spec.id)?.join("cgroup.json"), &CgroupRecord { dir: dir.clone(), resources: resources.clone() })?;
+        layout.create(&dir).map_err(|e| cgroup_error(&spec.id, e))?;
+        self.apply_limits(&spec.id, &dir, &resources)
+    }
+
+    fn apply_limits(&self, id: &str, dir: &str, resources: &ResourceSpec) -> Result<(), RuntimeError> {
+        let layout = Layout::host();
+        let settings = resources.render(&|c| layout.version_of(c)).map_err(|e| cgroup_error(id, e))?;
+        layout.apply(dir, &settings).map_err(|e| cgroup_error(id, e))
     }
 
     /// Wait until the monitor has recorded the container's exit, or `limit` passes.
@@ -200,6 +288,7 @@ impl ContainerRuntime for LxcRuntime {
         }
         // Like runc, a working directory the image lacks is created (owned by the process user).
         ensure_dir_in_root(&spec.rootfs, &spec.cwd, spec.user.uid, spec.user.gid)?;
+        self.place(spec)?;
         let config_path = lxc_dir.join("config");
         let seccomp_path = lxc_dir.join("seccomp");
         let spec = &security::prepare(spec, &seccomp_path, seccomp_policy.as_deref())?;
@@ -289,7 +378,8 @@ impl ContainerRuntime for LxcRuntime {
         // Every process in the container's cgroup (its own PID namespace is not a boundary when the pod
         // shares one), then its first process: killing a PID namespace's init makes the kernel kill
         // the rest of that namespace.
-        kill_cgroup_members(id, pids.init_pid);
+        let placed = self.cgroup_record(id)?.map(|c| c.dir);
+        kill_cgroup_members(id, pids.init_pid, placed.as_deref());
         let _ = kill(Pid::from_raw(pids.init_pid), Signal::SIGKILL);
         if self.wait_exit(id, KILL_GRACE).await? {
             Ok(())
@@ -326,6 +416,12 @@ impl ContainerRuntime for LxcRuntime {
                 return Err(RuntimeError::Other(format!("container {id} still runs")));
             }
         }
+        // The container's cgroups (liblxc removed its own sub-cgroup when the container exited;
+        // a leftover monitor cgroup of a crashed start is removed too).
+        if let Some(cg) = self.cgroup_record(id)? {
+            Layout::host().remove(&cg.dir).map_err(|e| cgroup_error(id, e))?;
+        }
+        Layout::host().remove(&cgroup::monitor_dir(id)).map_err(|e| cgroup_error(id, e))?;
         for d in [self.lxcpath.join(id), dir] {
             match std::fs::remove_dir_all(&d) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(format!("removing {}", d.display()))(e)),
@@ -379,6 +475,25 @@ impl ContainerRuntime for LxcRuntime {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+
+    async fn update_resources(&self, id: &str, resources: &ResourceSpec) -> Result<(), RuntimeError> {
+        let mut record = self.cgroup_record(id)?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let mut resources = resources.clone();
+        // oom_score_adj belongs to the processes, set at start; an update leaves it as it was.
+        resources.oom_score_adj = record.resources.oom_score_adj;
+        let parent = record.dir.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+        resources.clamp_memory_to(ancestor_memory_limit(Layout::host(), &parent));
+        self.apply_limits(id, &record.dir, &resources)?;
+        record.resources = resources;
+        write_json(&self.dir(id)?.join("cgroup.json"), &record)
+    }
+
+    async fn cgroup_stats(&self, id: &str) -> Result<Option<cgroup::CgroupStats>, RuntimeError> {
+        let Some(record) = self.cgroup_record(id)? else { return Ok(None) };
+        Ok(tokio::task::spawn_blocking(move || cgroup::stats::read(Layout::host(), &record.dir))
+            .await
+            .map_err(|e| RuntimeError::Other(format!("stats task: {e}")))?)
     }
 }
 
