@@ -78,7 +78,7 @@ async fn running(fx: &Fixture, pod_id: &str, pod: &PodSandboxConfig, name: &str,
 /// The container's main process's status (as it saved it; PID 1 is lxc's init, which liblxc 5
 /// runs in-process and does not confine like the payload) and an ExecSync process's own status.
 async fn statuses(fx: &Fixture, id: &str) -> (String, String) {
-    let main = fx.exec_stdout(id, &["cat", MAIN_STATUS]).await;
+    let main = fx.wait_file_in(id, MAIN_STATUS).await;
     let exec = fx.exec_stdout(id, &["cat", "/proc/self/status"]).await;
     (main, exec)
 }
@@ -137,7 +137,8 @@ async fn capability_sets_users_groups_and_no_new_privs() {
         sc.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
     })
     .await;
-    let groups = fx.exec_stdout(&id, &["grep", "^Groups:", MAIN_STATUS]).await;
+    let status = fx.wait_file_in(&id, MAIN_STATUS).await;
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap_or_default();
     assert_eq!(groups.trim().trim_start_matches("Groups:").split_whitespace().collect::<Vec<_>>(), vec!["4000"], "Strict policy: only the requested groups");
 
     fx.teardown_pod(&pod_id).await;
@@ -211,10 +212,10 @@ async fn seccomp_profiles_block_what_they_deny() {
         assert_ne!(r.code, 0, "the Localhost profile denies mkdir");
         assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
         // The container's own process is filtered as well as ExecSync.
-        let status = fx.exec_stdout(id, &["cat", MAIN_STATUS]).await;
+        let status = fx.wait_file_in(id, MAIN_STATUS).await;
         assert_eq!(status_field(&status, "Seccomp"), 2, "main process in filter mode\n{status}");
     }
-    let status = fx.exec_stdout(&unconfined, &["cat", MAIN_STATUS]).await;
+    let status = fx.wait_file_in(&unconfined, MAIN_STATUS).await;
     assert_eq!(status_field(&status, "Seccomp"), 0);
 
     // RuntimeDefault denies unshare (a CAP_SYS_ADMIN operation in Docker's default profile);

@@ -447,6 +447,20 @@ impl Cri {
         r.stdout
     }
 
+    /// Wait (up to 30 s) until the container's own process has written a non-empty `path`, then return
+    /// its contents: a started container runs its command asynchronously to StartContainer.
+    pub async fn wait_file_in(&self, id: &str, path: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.exec_ok(id, &["cat", path]).await;
+            if r.code == 0 && !r.stdout.is_empty() {
+                return r.stdout;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} never appeared in container {id}: {:?}", r.stderr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// ReopenContainerLog (kubelet calls it after renaming the log file).
     pub async fn reopen_log(&self, id: &str) -> Result<(), Status> {
         let mut c = self.client.clone();
