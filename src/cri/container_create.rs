@@ -96,7 +96,16 @@ impl CriService {
         let id = record.id.clone();
         // Checked before the rootfs exists: bad security input leaves nothing to undo but the record.
         let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
-        let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
+        let userns = super::user_namespace::container_user_namespace(config, &sandbox_config(sandbox))?
+            .map(|map| crate::runtime::userns::PodUserNamespace { path: PathBuf::from(&sandbox.userns_path), map });
+        let rootfs = match &userns {
+            None => self.images.prepare_rootfs(&image.id, &id)?,
+            // hostUsers: false: image layers idmapped through the pod's user namespace.
+            Some(u) => {
+                let bind = |layer: &Path, point: &Path| crate::runtime::userns::idmapped_bind(layer, point, &u.path);
+                self.images.prepare_rootfs_idmapped(&image.id, &id, &bind, u.map.root_on_host())?
+            }
+        };
         timer.mark("rootfs_mount");
         {
             let images = self.images.clone();
@@ -152,6 +161,7 @@ impl CriService {
             uts: opt_path(&sandbox.utsns_path),
             // The pod's shared PID namespace, held by its infra process (NamespaceMode POD).
             pid: (sandbox.infra_pid > 0).then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.infra_pid))),
+            user: userns,
             host_net: options.network() == NamespaceMode::Node,
             host_ipc: options.ipc() == NamespaceMode::Node,
             host_pid: options.pid() == NamespaceMode::Node,
