@@ -96,8 +96,7 @@ impl CriService {
         let id = record.id.clone();
         // Checked before the rootfs exists: bad security input leaves nothing to undo but the record.
         let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
-        let userns = super::user_namespace::container_user_namespace(config, &sandbox_config(sandbox))?
-            .map(|map| crate::runtime::userns::PodUserNamespace { path: PathBuf::from(&sandbox.userns_path), map });
+        let userns = super::user_namespace::container_user_namespace(config, &sandbox_config(sandbox), &sandbox.userns_path)?;
         let rootfs = match &userns {
             None => self.images.prepare_rootfs(&image.id, &id)?,
             // hostUsers: false: image layers idmapped through the pod's user namespace.

@@ -11,7 +11,7 @@
 use k8s_cri::v1::{ContainerConfig, IdMapping as CriIdMapping, NamespaceMode, NamespaceOption, PodSandboxConfig};
 
 use super::CriError;
-use crate::runtime::userns::{IdMap, IdMapping, UsernsError};
+use crate::runtime::userns::{IdMap, IdMapping, PodUserNamespace, UsernsError};
 
 fn to_map(maps: &[CriIdMapping]) -> Vec<IdMapping> {
     maps.iter().map(|m| IdMapping { container_id: m.container_id, host_id: m.host_id, length: m.length }).collect()
@@ -42,10 +42,18 @@ pub(crate) fn pod_user_namespace(options: &NamespaceOption) -> Result<Option<IdM
     }
 }
 
-/// The mapping a container of `pod` runs with (the pod's), after checking that the container's own
-/// request agrees with it: same mode, same mappings, no privileged container (it would need the
-/// node's devices and a writable /sys), and no mount with mappings of its own.
-pub(crate) fn container_user_namespace(config: &ContainerConfig, pod: &PodSandboxConfig) -> Result<Option<IdMap>, CriError> {
+/// The user namespace a container of `pod` runs in (the pod's, pinned at `userns_path`), after
+/// checking that the container's own request agrees with it: same mode, same mappings, no privileged
+/// container (it would need the node's devices and a writable /sys), no mount with mappings of its own.
+pub(crate) fn container_user_namespace(config: &ContainerConfig, pod: &PodSandboxConfig, userns_path: &str) -> Result<Option<PodUserNamespace>, CriError> {
+    let Some(map) = container_mapping(config, pod)? else { return Ok(None) };
+    if userns_path.is_empty() {
+        return Err(CriError::FailedPrecondition("the pod sandbox asks for a user namespace but has none pinned; recreate the pod".into()));
+    }
+    Ok(Some(PodUserNamespace { path: userns_path.into(), map }))
+}
+
+fn container_mapping(config: &ContainerConfig, pod: &PodSandboxConfig) -> Result<Option<IdMap>, CriError> {
     let pod_options = super::sandbox_status::namespace_options(pod);
     let pod_map = pod_user_namespace(&pod_options)?;
     let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
@@ -134,10 +142,10 @@ mod tests {
     #[test]
     fn containers_follow_their_pod() {
         let p = pod(Some(userns(NamespaceMode::Pod, 65536)));
-        assert!(container_user_namespace(&container(Some(userns(NamespaceMode::Pod, 65536))), &p).unwrap().is_some());
-        assert!(container_user_namespace(&container(None), &p).unwrap().is_some());
-        assert!(matches!(container_user_namespace(&container(Some(userns(NamespaceMode::Pod, 131072))), &p), Err(CriError::InvalidArgument(_))));
-        assert!(matches!(container_user_namespace(&container(Some(userns(NamespaceMode::Pod, 65536))), &pod(None)), Err(CriError::FailedPrecondition(_))));
-        assert!(container_user_namespace(&container(None), &pod(None)).unwrap().is_none());
+        assert!(container_mapping(&container(Some(userns(NamespaceMode::Pod, 65536))), &p).unwrap().is_some());
+        assert!(container_mapping(&container(None), &p).unwrap().is_some());
+        assert!(matches!(container_mapping(&container(Some(userns(NamespaceMode::Pod, 131072))), &p), Err(CriError::InvalidArgument(_))));
+        assert!(matches!(container_mapping(&container(Some(userns(NamespaceMode::Pod, 65536))), &pod(None)), Err(CriError::FailedPrecondition(_))));
+        assert!(container_mapping(&container(None), &pod(None)).unwrap().is_none());
     }
 }
