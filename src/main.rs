@@ -67,10 +67,10 @@ fn main() -> ExitCode {
 }
 
 /// `__monitor <spec>`, `__monitor-start <spec> <result>`, `__exec <context> -- argv…`,
-/// `__pod-infra <dir>`, `__pause <dir>`: the hidden
+/// `__pod-infra <dir>`, `__pause <dir>`, `__pod-userns <namespaces> <hostname>`: the hidden
 /// subcommands the daemon re-executes itself as. None when this is not one of them.
 fn run_helper_subcommand() -> Option<i32> {
-    use cri_lxc::runtime::infra;
+    use cri_lxc::runtime::{infra, userns};
     use cri_lxc::runtime::lxc::{exec, monitor};
     let args: Vec<String> = std::env::args().collect();
     let code = match (args.get(1).map(String::as_str), args.len()) {
@@ -79,6 +79,7 @@ fn run_helper_subcommand() -> Option<i32> {
         (Some(exec::EXEC_SUBCOMMAND), _) => exec::run_exec_helper(&args[2..]),
         (Some(infra::INFRA_SUBCOMMAND), _) => infra::run_infra_helper(&args[2..]),
         (Some(infra::PAUSE_SUBCOMMAND), 3) => infra::run_pause(),
+        (Some(userns::USERNS_SUBCOMMAND), _) => userns::run_userns_helper(&args[2..]),
         _ => return None,
     };
     Some(code)

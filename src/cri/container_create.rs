@@ -98,7 +98,15 @@ impl CriService {
         let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
         // Resources and cgroup parent first: bad values are refused before anything is made.
         let cgroup = self.cgroup_spec(&sandbox_config(sandbox), config.linux.as_ref().and_then(|l| l.resources.as_ref()))?;
-        let rootfs = self.images.prepare_rootfs(&image.id, &id)?;
+        let userns = super::user_namespace::container_user_namespace(config, &sandbox_config(sandbox), &sandbox.userns_path)?;
+        let rootfs = match &userns {
+            None => self.images.prepare_rootfs(&image.id, &id)?,
+            // hostUsers: false: image layers idmapped through the pod's user namespace.
+            Some(u) => {
+                let bind = |layer: &Path, point: &Path| crate::runtime::userns::idmapped_bind(layer, point, &u.path);
+                self.images.prepare_rootfs_idmapped(&image.id, &id, &bind, u.map.root_on_host())?
+            }
+        };
         timer.mark("rootfs_mount");
         {
             let images = self.images.clone();
@@ -154,6 +162,7 @@ impl CriService {
             uts: opt_path(&sandbox.utsns_path),
             // The pod's shared PID namespace, held by its infra process (NamespaceMode POD).
             pid: (sandbox.infra_pid > 0).then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.infra_pid))),
+            user: userns,
             host_net: options.network() == NamespaceMode::Node,
             host_ipc: options.ipc() == NamespaceMode::Node,
             host_pid: options.pid() == NamespaceMode::Node,

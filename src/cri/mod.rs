@@ -31,6 +31,7 @@ mod sandbox_status;
 mod sandbox_stop;
 mod security_context;
 mod timing;
+mod user_namespace;
 mod version;
 
 use std::path::PathBuf;

@@ -22,7 +22,7 @@ impl CriService {
                     }
                 }
                 SandboxPhase::Ready => {
-                    let pinned = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
+                    let pinned = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path, &sandbox.userns_path];
                     let lost_ns = pinned.iter().filter(|p| !p.is_empty()).any(|p| !is_mounted(std::path::Path::new(p.as_str())).unwrap_or(false));
                     let lost_infra = sandbox.infra_pid > 0 && !self.runtime.pod_infra_alive(sandbox.infra_pid, &self.sandbox_dir(&sandbox.id));
                     let lost = lost_ns || lost_infra;

@@ -30,7 +30,7 @@ impl CriService {
         let dir = self.sandbox_dir(&sandbox.id);
         // The recorded paths, and the pin files by name: a crash between pinning and recording them must
         // not leave a mount that keeps the directory busy.
-        let recorded = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path];
+        let recorded = [&sandbox.netns_path, &sandbox.ipcns_path, &sandbox.utsns_path, &sandbox.userns_path];
         let by_name = namespaces::PIN_FILES.iter().map(|f| dir.join(f));
         for path in recorded.iter().filter(|p| !p.is_empty()).map(std::path::PathBuf::from).chain(by_name) {
             namespaces::unpin(&path)?;

@@ -14,6 +14,7 @@ use super::{now_nanos, CriError, CriService};
 use crate::model::ids::{new_id, sandbox_name};
 use crate::network::{PodNetworkRequest, PortMapping};
 use crate::runtime::namespaces::{self, PodNamespaces};
+use crate::runtime::userns::{self, IdMap};
 use crate::store::records::{SandboxPhase, SandboxRecord};
 use crate::store::StoreError;
 
@@ -39,7 +40,7 @@ impl CriService {
             return Err(CriError::InvalidArgument("PID namespace mode TARGET is only valid for containers".into()));
         }
         // Bad security input is refused before anything exists.
-        super::security_context::reject_user_namespace(&options)?;
+        let userns = super::user_namespace::pod_user_namespace(&options)?;
         super::security_context::pod_sysctls(&config, &options)?;
         let mut timer = PhaseTimer::new("RunPodSandbox");
         let id = new_id();
@@ -69,7 +70,7 @@ impl CriService {
             let record = record.clone();
             undo.push("release the sandbox record and name", move || async move { store.remove_sandbox(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_sandbox(&config, &options, &mut record, &mut undo, &mut timer).await {
+        match self.set_up_sandbox(&config, &options, userns.as_ref(), &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
                 timer.finish(&id);
@@ -87,6 +88,7 @@ impl CriService {
         &self,
         config: &PodSandboxConfig,
         options: &NamespaceOption,
+        userns: Option<&IdMap>,
         record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
@@ -110,9 +112,20 @@ impl CriService {
         let hostname = if config.hostname.is_empty() { meta.name.clone() } else { config.hostname.clone() };
         let pin_dir = dir.clone();
         let pin_hostname = hostname.clone();
-        let pinned = tokio::task::spawn_blocking(move || namespaces::pin(&pin_dir, want, &pin_hostname))
-            .await
-            .map_err(|e| CriError::Internal(format!("namespace task: {e}")))??;
+        let pinned = match userns.cloned() {
+            None => tokio::task::spawn_blocking(move || namespaces::pin(&pin_dir, want, &pin_hostname))
+                .await
+                .map_err(|e| CriError::Internal(format!("namespace task: {e}")))??,
+            // hostUsers: false: the namespaces are created inside the pod's user namespace by a
+            // helper process (see runtime/userns.rs).
+            Some(map) => {
+                let exe = std::env::current_exe().map_err(|e| CriError::Internal(format!("locating our own binary: {e}")))?;
+                tokio::task::spawn_blocking(move || userns::pin(&exe, &pin_dir, &map, want, &pin_hostname))
+                    .await
+                    .map_err(|e| CriError::Internal(format!("user namespace task: {e}")))?
+                    .map_err(super::user_namespace::userns_error)?
+            }
+        };
         {
             let paths: Vec<_> = pinned.paths().cloned().collect();
             undo.push("unpin namespaces", move || async move {
@@ -126,6 +139,17 @@ impl CriService {
         record.netns_path = path_str(&pinned.net);
         record.ipcns_path = path_str(&pinned.ipc);
         record.utsns_path = path_str(&pinned.uts);
+        record.userns_path = path_str(&pinned.user);
+        // Containers of the pod need idmapped mounts of the image layers and of the pod's files
+        // (resolv.conf, hostname): refused now, with the reason, where the kernel or a filesystem
+        // cannot do them, rather than at CreateContainer or silently without the mapping.
+        if let Some(user) = pinned.user.clone() {
+            let dirs = [self.images.layers_root().to_path_buf(), dir.clone()];
+            tokio::task::spawn_blocking(move || userns::probe_idmapped_mounts(&user, &[&dirs[0], &dirs[1]]))
+                .await
+                .map_err(|e| CriError::Internal(format!("idmap probe task: {e}")))?
+                .map_err(super::user_namespace::userns_error)?;
+        }
         let sysctls = super::security_context::pod_sysctls(config, options)?;
         if !sysctls.is_empty() {
             let (net, ipc) = (pinned.net.clone(), pinned.ipc.clone());

@@ -56,6 +56,7 @@ impl CriService {
                 "netnsPath": sandbox.netns_path,
                 "ipcnsPath": sandbox.ipcns_path,
                 "utsnsPath": sandbox.utsns_path,
+                "usernsPath": sandbox.userns_path,
                 "resolvConfPath": sandbox.resolv_conf_path,
                 "hostnamePath": sandbox.hostname_path,
                 "config": config,

@@ -1,5 +1,6 @@
 //! The CRI security context as kubelet sends it, turned into the runtime's `SecuritySpec`
-//! (CreateContainer), plus the pod-level checks of RunPodSandbox: pod sysctls and user namespaces.
+//! (CreateContainer), plus the pod-level check of RunPodSandbox: pod sysctls. (User namespaces:
+//! user_namespace.rs.)
 //! Everything here is validated before anything is created, so bad input is an InvalidArgument
 //! (or FailedPrecondition for node state) with nothing left behind.
 //!
@@ -45,9 +46,6 @@ pub(crate) fn container_security(config: &ContainerConfig, pod: &PodSandboxConfi
     // containerd's rule: a privileged container needs a privileged sandbox (kubelet sets both).
     if sc.privileged && !pod_sc.is_some_and(|p| p.privileged) {
         return Err(invalid("security_context.privileged: the pod sandbox is not privileged".into()));
-    }
-    if let Some(ns) = &sc.namespace_options {
-        reject_user_namespace(ns)?;
     }
     let caps = sc.capabilities.clone().unwrap_or_default();
     if !caps.add_ambient_capabilities.is_empty() {
@@ -173,19 +171,6 @@ fn profile_type(p: &SecurityProfile, field: &str) -> Result<ProfileType, CriErro
         return Err(CriError::InvalidArgument(format!("{field}: profile_type Localhost needs localhost_ref")));
     }
     Ok(t)
-}
-
-/// User namespaces (`hostUsers: false`, NamespaceOption.userns_options mode POD) are refused
-/// rather than silently ignored: the pod's network/IPC/UTS namespaces are created by the daemon
-/// in the initial user namespace, and a container in a user namespace of its own could not
-/// administer them; liblxc 5.0.2 would also need an idmapped or chowned overlay rootfs.
-pub(crate) fn reject_user_namespace(options: &NamespaceOption) -> Result<(), CriError> {
-    match options.userns_options.as_ref().map(|u| u.mode()) {
-        Some(NamespaceMode::Pod) | Some(NamespaceMode::Container) | Some(NamespaceMode::Target) => Err(CriError::FailedPrecondition(
-            "user namespaces (hostUsers: false) are not supported by cri-lxc yet; run the pod with hostUsers: true".into(),
-        )),
-        Some(NamespaceMode::Node) | None => Ok(()),
-    }
 }
 
 /// The pod's sysctls with the namespace each is set in. A sysctl of a namespace the pod shares

@@ -542,6 +542,27 @@ impl ImageManager {
         Ok(rootfs::mount_rootfs(&lowers, &dir)?)
     }
 
+    /// [`prepare_rootfs`](Self::prepare_rootfs) for a container in a user namespace: the layers are
+    /// idmapped by `idmap_bind(layer, mount_point)` and the upper root is owned by `upper_owner`
+    /// (see rootfs::mount_rootfs_idmapped). Released by `release_rootfs` like any other.
+    pub fn prepare_rootfs_idmapped(
+        &self,
+        image: &str,
+        container_id: &str,
+        idmap_bind: &dyn Fn(&Path, &Path) -> std::io::Result<()>,
+        upper_owner: (u32, u32),
+    ) -> Result<RootfsPaths, ImageError> {
+        let dir = self.container_dir(container_id)?;
+        let record = self.resolve(image)?.ok_or_else(|| ImageError::NotFound(image.to_string()))?;
+        let lowers = record.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect::<Result<Vec<_>, _>>()?;
+        Ok(rootfs::mount_rootfs_idmapped(&lowers, &dir, idmap_bind, upper_owner)?)
+    }
+
+    /// Where unpacked layers live (what a user-namespaced container's rootfs idmaps).
+    pub fn layers_root(&self) -> &Path {
+        &self.layers_dir
+    }
+
     /// Unmount and delete a container's rootfs; idempotent.
     pub fn release_rootfs(&self, container_id: &str) -> Result<(), ImageError> {
         Ok(rootfs::release_rootfs(&self.container_dir(container_id)?)?)

@@ -219,6 +219,62 @@ pub fn mount_rootfs(lowers: &[PathBuf], container_dir: &Path) -> Result<RootfsPa
     Ok(paths)
 }
 
+/// The rootfs of a container in a user namespace (a `hostUsers: false` pod): like [`mount_rootfs`],
+/// but every lower layer is first bind-mounted, idmapped, under `container_dir/lower-idmapped/<n>`
+/// by `idmap_bind(layer, mount_point)` (the caller owns the user namespace), and the upper dir's
+/// root is owned by `upper_owner` (the pod root's host uid/gid).
+///
+/// Why not idmap the overlay mount itself (liblxc's `lxc.rootfs.options = idmap=container`):
+/// overlayfs cannot be idmapped (mount_setattr(2) answers EINVAL). Why not idmap the upper layer
+/// too: overlayfs does its upper-layer work with the mounter's credentials, and host root is not
+/// mapped in the pod's namespace (EOVERFLOW, the overlay then mounts read-only). So the upper stays
+/// plain and holds the pod's *host* ids: the container's writes and copied-up files are owned by
+/// the mapped host ids on disk, which is what they are seen as from the host, and the shared image
+/// layers are never touched. Since Linux 5.19 overlayfs accepts idmapped lower layers.
+pub fn mount_rootfs_idmapped(
+    lowers: &[PathBuf],
+    container_dir: &Path,
+    idmap_bind: &dyn Fn(&Path, &Path) -> io::Result<()>,
+    upper_owner: (u32, u32),
+) -> Result<RootfsPaths, RootfsError> {
+    let container_dir = absolute(container_dir)?;
+    fs::create_dir_all(&container_dir)
+        .map_err(|source| io_error("mkdir", &container_dir, source))?;
+    let idmapped_dir = container_dir.join("lower-idmapped");
+    create_dir(&idmapped_dir, 0o700)?;
+    let mut idmapped = Vec::with_capacity(lowers.len());
+    let undo = |points: &[PathBuf]| {
+        for p in points {
+            let _ = umount2(p, MntFlags::MNT_DETACH);
+        }
+    };
+    for (i, lower) in lowers.iter().enumerate() {
+        let point = idmapped_dir.join(i.to_string());
+        let step = create_dir(&point, 0o755).and_then(|()| {
+            idmap_bind(lower, &point).map_err(|source| io_error("idmapped bind mount of", lower, source))
+        });
+        if let Err(e) = step {
+            undo(&idmapped);
+            return Err(e);
+        }
+        idmapped.push(point);
+    }
+    let upper = RootfsPaths::under(&container_dir).upper;
+    let owned = create_dir(&upper, 0o755).and_then(|()| {
+        nix::unistd::chown(
+            &upper,
+            Some(nix::unistd::Uid::from_raw(upper_owner.0)),
+            Some(nix::unistd::Gid::from_raw(upper_owner.1)),
+        )
+        .map_err(|e| io_error("chown", &upper, io::Error::from(e)))
+    });
+    let mounted = owned.and_then(|()| mount_rootfs(&idmapped, &container_dir));
+    if mounted.is_err() {
+        undo(&idmapped);
+    }
+    mounted
+}
+
 /// Unmount (retry with MNT_DETACH if busy) and delete container_dir. Idempotent: OK if not
 /// mounted / missing.
 ///
@@ -744,6 +800,34 @@ mod tests {
                 other => panic!("expected InvalidLower, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn idmapped_variant_mounts_each_lower_and_owns_the_upper_root() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lowers = two_layers(tmp.path());
+        let container = tmp.path().join("c");
+        let _release = Released(container.clone());
+        // A plain bind stands in for the idmapped one (runtime/userns.rs tests the real thing).
+        let bind = |src: &Path, dst: &Path| {
+            mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
+        };
+        let paths = mount_rootfs_idmapped(&lowers, &container, &bind, (4242, 4343)).expect("mount");
+        assert_eq!(names(&paths.merged.join("opq")), ["new"]);
+        let root = fs::metadata(&paths.merged).expect("stat");
+        assert_eq!((root.uid(), root.gid()), (4242, 4343), "the container's / is owned by the pod's root");
+        for i in 0..lowers.len() {
+            assert!(is_mounted(&container.join("lower-idmapped").join(i.to_string())).expect("is_mounted"));
+        }
+        release_rootfs(&container).expect("release");
+        assert!(!container.exists());
+
+        // A failing bind leaves nothing mounted.
+        let fail = |_: &Path, _: &Path| Err(io::Error::from_raw_os_error(libc::EINVAL));
+        let r = mount_rootfs_idmapped(&lowers, &container, &fail, (1, 1));
+        assert!(matches!(r, Err(RootfsError::Io { .. })), "{r:?}");
+        assert!(!is_mounted(&RootfsPaths::under(&container).merged).expect("is_mounted"));
+        release_rootfs(&container).expect("release");
     }
 
     #[test]

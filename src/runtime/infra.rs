@@ -7,6 +7,8 @@
 //! `__pod-infra <sandbox dir>` unshares CLONE_NEWPID (which applies to its children) and spawns
 //! `__pause <sandbox dir>` as the namespace's first process, prints its pid and exits; the pause
 //! process starts its own session, so it outlives daemon restarts like the container monitors.
+//! In a pod with a user namespace, the helper first joins it (the pinned `userns` file in the
+//! sandbox dir), so the PID namespace is owned by the pod's user namespace.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -72,6 +74,16 @@ pub fn run_infra_helper(args: &[String]) -> i32 {
         eprintln!("usage: cri-lxc {INFRA_SUBCOMMAND} <sandbox dir>");
         return 2;
     };
+    // A pod with a user namespace (hostUsers: false): the PID namespace must belong to it, or its
+    // containers could not join it (setns(2) needs CAP_SYS_ADMIN in the owning user namespace).
+    let userns = Path::new(dir).join(super::userns::USERNS_PIN_FILE);
+    if userns.exists() {
+        let joined = std::fs::File::open(&userns).map_err(|e| e.to_string()).and_then(|f| nix::sched::setns(&f, CloneFlags::CLONE_NEWUSER).map_err(|e| e.to_string()));
+        if let Err(e) = joined {
+            eprintln!("joining the pod's user namespace {}: {e}", userns.display());
+            return 1;
+        }
+    }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         eprintln!("unshare(CLONE_NEWPID): {e}");
         return 1;

@@ -10,6 +10,7 @@ pub mod lxc;
 pub mod namespaces;
 pub mod pod_sysctl;
 pub mod security;
+pub mod userns;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub struct SharedNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`); None = the host's. Joined before the others,
+    /// which it owns.
+    pub user: Option<userns::PodUserNamespace>,
     /// The pod runs in the host's network / IPC / PID namespace (NamespaceMode NODE).
     pub host_net: bool,
     pub host_ipc: bool,

@@ -30,8 +30,9 @@ pub enum NamespaceError {
     Thread(String),
 }
 
-/// File names of the pins under a sandbox dir.
-pub const PIN_FILES: [&str; 3] = ["netns", "ipcns", "utsns"];
+/// File names of the pins under a sandbox dir (`userns` only for pods with a user namespace of their
+/// own, pinned by `userns.rs`).
+pub const PIN_FILES: [&str; 4] = ["netns", "ipcns", "utsns", "userns"];
 
 /// Which namespaces a pod gets of its own (false = the host's, from NamespaceOption NODE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +48,13 @@ pub struct PinnedNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's user namespace (owner of the three above), for `hostUsers: false` pods.
+    pub user: Option<PathBuf>,
 }
 
 impl PinnedNamespaces {
     pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
-        self.net.iter().chain(self.ipc.iter()).chain(self.uts.iter())
+        self.net.iter().chain(self.ipc.iter()).chain(self.uts.iter()).chain(self.user.iter())
     }
 }
 

@@ -53,6 +53,17 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     // `lxc.namespace.clone`: its alternative `lxc.namespace.keep` makes liblxc 5 clone every other
     // namespace *including user*, which without an idmap breaks the start (EOVERFLOW on /dev/pts).
     let mut clone = vec!["mnt", "cgroup"];
+    // A pod with a user namespace (hostUsers: false): join it first, since it owns the pod's other
+    // namespaces; `lxc.idmap` tells liblxc the mapping it is already in (for chowning its own
+    // setup, and for the `idmap=container` bind mounts below).
+    if let Some(user) = &spec.namespaces.user {
+        line("lxc.namespace.share.user", &user.path.display().to_string());
+        for (kind, maps) in [("u", &user.map.uids), ("g", &user.map.gids)] {
+            for m in maps {
+                line("lxc.idmap", &format!("{kind} {} {} {}", m.container_id, m.host_id, m.length));
+            }
+        }
+    }
     if let Some(p) = &spec.namespaces.net {
         line("lxc.namespace.share.net", &p.display().to_string());
     } else if !spec.namespaces.host_net {
@@ -111,6 +122,11 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
         let mut opts = vec!["rbind".to_string(), if m.is_dir { "create=dir" } else { "create=file" }.to_string()];
         if m.readonly {
             opts.push("ro".into());
+        }
+        // In a user namespace, host files are shown through the pod's mapping (lxc.container.conf(5)
+        // `idmap=container`), so what root owns on the host root owns in the pod.
+        if spec.namespaces.user.is_some() {
+            opts.push("idmap=container".into());
         }
         opts.push(
             match m.propagation {
@@ -218,6 +234,16 @@ mod tests {
             ..pod_container()
         };
         golden("confined_container.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
+    }
+
+    #[test]
+    fn userns_pod_container_joins_the_pod_user_namespace() {
+        use crate::runtime::userns::{IdMap, IdMapping, PodUserNamespace};
+        let mut spec = pod_container();
+        let m = vec![IdMapping { container_id: 0, host_id: 65536, length: 65536 }];
+        spec.namespaces.user = Some(PodUserNamespace { path: "/run/cri-lxc/sandboxes/s1/userns".into(), map: IdMap { uids: m.clone(), gids: m } });
+        spec.devices.clear();
+        golden("userns_container.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! # Process helpers
 //! Being the crate's only `unsafe` module, it also holds the few raw syscalls the monitor
 //! needs: [`mark_inherited_fds_cloexec`], [`reset_signal_state`], [`pidfd_open`] and
-//! [`pidfd_send_signal`].
+//! [`pidfd_send_signal`], plus [`mount_setattr_idmap`] for the idmapped mounts of user-namespaced
+//! pods (rustix and nix have no `mount_setattr`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -249,6 +250,44 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a fresh, valid descriptor owned by no one else (see above).
     Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
+}
+
+/// `MOUNT_ATTR_IDMAP` of `<linux/mount.h>` (not in the libc crate).
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` of `<linux/mount.h>` (MOUNT_ATTR_SIZE_VER0 = 32 bytes).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {MOUNT_ATTR_IDMAP, userns_fd}, 32)` (Linux >= 5.12):
+/// turn the detached mount `tree` (from `open_tree(OPEN_TREE_CLONE)`) into an idmapped mount that
+/// shows files through the id mapping of the user namespace `userns` (mount_setattr(2)). Fails
+/// with EINVAL when the filesystem cannot be idmapped (e.g. overlayfs itself), ENOSYS on old kernels.
+pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    // SAFETY: both descriptors are borrowed for the duration of the call; the path is a valid
+    // NUL-terminated empty string (with AT_EMPTY_PATH the call acts on `tree` itself); `attr` is a
+    // live, correctly laid out `struct mount_attr` whose size we pass, and the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)`: signal exactly the process the pidfd refers to.
