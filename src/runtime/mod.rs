@@ -7,6 +7,7 @@
 pub mod infra;
 pub mod lxc;
 pub mod namespaces;
+pub mod process_stdio;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,4 +163,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn stop_pod_infra(&self, pid: i32, sandbox_dir: &std::path::Path);
     /// Whether the pod's infra process still runs.
     fn pod_infra_alive(&self, pid: i32, sandbox_dir: &std::path::Path) -> bool;
+    /// CRI Exec: run `argv` in the running container with streamed stdio (pipes, or a pty with `tty`).
+    async fn exec_streaming(&self, id: &str, argv: &[String], flags: process_stdio::StdioFlags) -> Result<process_stdio::StreamingProcess, RuntimeError>;
+    /// CRI Attach: the running container's own stdio, through its monitor.
+    async fn attach(&self, id: &str, flags: process_stdio::StdioFlags) -> Result<process_stdio::StreamingProcess, RuntimeError>;
 }
