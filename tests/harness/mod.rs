@@ -14,6 +14,8 @@
 //!   parser, and the leak check run after every pod is removed.
 //! * [`network::TestNet`]: a private CNI bridge + host-local /24 per test (conf/bin/ipam dirs, a
 //!   recording test plugin, iptables and link cleanup on drop) and the NetworkReady/pod-IP helpers.
+//! * [`ws_peer::run`]: an independent WebSocket client (Python's websocket-client) for the streaming
+//!   tests, driven by a JSON plan.
 //!
 //! Every object owns its temp dirs and child processes; nothing is global, so tests can run in
 //! parallel threads of one test binary.
@@ -26,6 +28,7 @@ pub mod image;
 pub mod network;
 pub mod pods;
 pub mod registry;
+pub mod ws_peer;
 
 pub use daemon::Daemon;
 pub use fake_registry::{AuthPath, BlobBehaviour, FakeRegistry, TokenAuth, TokenRequest};
