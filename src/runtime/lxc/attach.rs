@@ -473,6 +473,95 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 
+    /// Read frames from a client socket until `want` bytes of `kind` arrived.
+    fn read_kind(sock: &mut UnixStream, kind: u8, want: usize) -> Vec<u8> {
+        let mut d = FrameDecoder::default();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while got.len() < want {
+            let n = sock.read(&mut buf).unwrap();
+            assert!(n > 0, "server closed early");
+            d.push(&buf[..n]);
+            while let Some((k, data)) = d.next_frame().unwrap() {
+                if k == kind {
+                    got.extend_from_slice(&data);
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn server_fans_out_holds_back_for_a_slow_client_and_forwards_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stdin_r, stdin_w) = nix::unistd::pipe().unwrap();
+        let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&stdin_w, nix::fcntl::FcntlArg::F_GETFL).unwrap());
+        nix::fcntl::fcntl(&stdin_w, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let socket = dir.path().join(SOCKET_NAME);
+        let mut server = AttachServer::bind(&socket, Some(stdin_w), None).unwrap();
+        let mut fast = UnixStream::connect(&socket).unwrap();
+        let mut slow = UnixStream::connect(&socket).unwrap();
+        server.service();
+        assert_eq!(server.clients.len(), 2);
+
+        // Output beyond the high-water mark that the slow client does not read: the server says
+        // "hold the container's output" instead of buffering on.
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while !server.backed_up() {
+            server.broadcast(STDOUT, &chunk);
+            sent += chunk.len();
+            // The fast client keeps up.
+            assert_eq!(read_kind(&mut fast, STDOUT, chunk.len()).len(), chunk.len());
+            assert!(sent < 64 * 1024 * 1024, "never backed up");
+        }
+        assert!(server.stalled_clients());
+        // Once the slow client drains, the hold is released and it got every byte in order.
+        let reader = std::thread::spawn(move || read_kind(&mut slow, STDOUT, sent));
+        while server.backed_up() {
+            server.service();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.finish(Duration::from_secs(10));
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), sent);
+        assert!(got.iter().all(|b| *b == b'x'));
+
+        // Client input reaches the stdin pipe; resizes without a pty are ignored.
+        let mut server = AttachServer::bind(&socket, server.stdin.take(), None).unwrap();
+        let mut client = UnixStream::connect(&socket).unwrap();
+        server.service();
+        let mut frames = Vec::new();
+        encode_frame(RESIZE, &encode_resize(TermSize { width: 1, height: 1 }), &mut frames);
+        encode_frame(STDIN, b"typed", &mut frames);
+        client.write_all(&frames).unwrap();
+        // The read end is non-blocking too: service() until the bytes arrive (bounded).
+        let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&stdin_r, nix::fcntl::FcntlArg::F_GETFL).unwrap());
+        nix::fcntl::fcntl(&stdin_r, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            server.service();
+            let mut buf = [0u8; 16];
+            if let Ok(n) = nix::unistd::read(&stdin_r, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() >= 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, b"typed");
+        // A client that hangs up is dropped.
+        drop(client);
+        for _ in 0..1000 {
+            server.service();
+            if server.clients.is_empty() {
+                break;
+            }
+        }
+        assert!(server.clients.is_empty());
+    }
+
     #[test]
     fn oversized_frames_are_refused_and_big_payloads_split() {
         let mut d = FrameDecoder::default();
