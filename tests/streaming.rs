@@ -231,6 +231,44 @@ async fn exec_with_a_tty_sets_term_applies_resizes_and_reports_the_exit_code() {
     fx.assert_no_leaks().await;
 }
 
+/// Resident memory of a process in KiB (`VmRSS` in /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_is_flow_controlled_not_buffered() {
+    let fx = Fixture::start().await;
+    let (pod_id, _, ctr) = pod_with_container(&fx, "flow", fx.container_config("main", &["sh", "-c", LOOP])).await;
+    let go = fx.work().join("flow-go");
+    const TOTAL: u64 = 256 * 1024 * 1024;
+
+    // 256 MiB of output to a client that reads nothing until told to: the producer must end up
+    // blocked (bounded buffers all the way), not finished with the data parked in the daemon.
+    let cmd = format!("head -c {TOTAL} /dev/zero; echo finished > /tmp/flow-done");
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", &cmd], false, true, false, false)).await;
+    let steps = json!([["wait_file", go.to_str().unwrap()], ["count_until_close"]]);
+    let peer = tokio::spawn(async move { ws_peer::run(&url, V5, steps).await });
+    let daemon_pid = fx.daemon.pid().expect("daemon pid");
+    let before = rss_kib(daemon_pid);
+    wait_running(&format!("head -c {TOTAL}"), "producer").await;
+    // Give an unbounded implementation every chance to swallow the output.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_kib(daemon_pid);
+    let done = fx.exec_ok(&ctr, &["test", "-e", "/tmp/flow-done"]).await.code == 0;
+    assert!(!done, "the producer finished although the client read nothing: output was buffered");
+    assert!(during < before + 64 * 1024, "daemon RSS grew from {before} KiB to {during} KiB while the client was stalled");
+    std::fs::write(&go, b"").unwrap();
+    let out = peer.await.unwrap();
+    assert_eq!(out.error, None, "{out:?}");
+    assert_eq!(out.counts.get(&1).copied(), Some(TOTAL), "every byte arrives once the client reads: {:?}", out.counts);
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_disconnect_kills_the_exec_and_leaves_the_container_running() {
     let fx = Fixture::start().await;

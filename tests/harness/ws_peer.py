@@ -12,6 +12,7 @@ Steps:
   ["poke_until", channel, text, send_channel, send_text]
                                      send send_text every 0.3 s until channel's data contains text
   ["read_until_close"]               read until the server closes the connection
+  ["count_until_close"]              the same, keeping only byte counts per channel ("counts")
   ["raw", hex]                       write raw bytes to the TCP socket (malformed frames)
   ["drop"]                           close the TCP connection without a close frame, stop
   ["close_ws"]                       normal close handshake (detach), stop
@@ -27,12 +28,16 @@ import time
 import websocket
 
 plan = json.load(sys.stdin)
-result = {"status": None, "protocol": None, "messages": [], "closed_by_server": False, "error": None}
+result = {"status": None, "protocol": None, "messages": [], "closed_by_server": False, "error": None, "counts": {}}
+counting = False
 b64proto = False
 data = {}
 
 
 def record(ch, payload):
+    if counting:
+        result["counts"][str(ch)] = result["counts"].get(str(ch), 0) + len(payload)
+        return
     result["messages"].append([ch, base64.b64encode(payload).decode()])
     data[ch] = data.get(ch, b"") + payload
 
@@ -101,6 +106,10 @@ try:
                     pass
             ws.settimeout(plan.get("timeout", 30))
         elif kind == "read_until_close":
+            while recv_one(ws):
+                pass
+        elif kind == "count_until_close":
+            counting = True
             while recv_one(ws):
                 pass
         elif kind == "raw":

@@ -22,6 +22,8 @@ pub struct WsOutcome {
     pub closed_by_server: bool,
     /// What went wrong in the peer, if anything.
     pub error: Option<String>,
+    /// Bytes per channel received in `count_until_close` mode.
+    pub counts: std::collections::HashMap<u8, u64>,
 }
 
 impl WsOutcome {
@@ -78,5 +80,9 @@ pub async fn run(url: &str, protocols: &[&str], steps: Value) -> WsOutcome {
             .unwrap_or_default(),
         closed_by_server: v["closed_by_server"].as_bool().unwrap_or(false),
         error: v["error"].as_str().map(str::to_string),
+        counts: v["counts"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, n)| (k.parse().unwrap(), n.as_u64().unwrap())).collect())
+            .unwrap_or_default(),
     }
 }
