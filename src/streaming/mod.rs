@@ -4,18 +4,23 @@
 //! * `cri/` validates a request and calls [`StreamingServer::url`], which stores it under a single-use
 //!   token (`token.rs`) and returns `http://<address>/<exec|attach|portforward>/<token>`.
 //! * An HTTP/1.1 request for that path consumes the token (unknown, used or expired: 404) and must ask
-//!   for a WebSocket upgrade with one of the subprotocols below (`websocket.rs` frames the channels).
-//!   SPDY/3.1 upgrades are refused with 400 until the SPDY transport is wired in.
+//!   for an upgrade: WebSocket (`websocket.rs` frames the channels) or SPDY/3.1 (`spdy_transport.rs`
+//!   maps client-opened streams; the codec is `spdy/`).
 //! * The protocol logic is transport-neutral: `remotecommand.rs` (exec, attach) and `portforward.rs`.
 //!
-//! WebSocket subprotocols: remotecommand — `v5.channel.k8s.io`, `v4.channel.k8s.io`,
-//! `v4.base64.channel.k8s.io`, `channel.k8s.io`, `base64.channel.k8s.io` (or none: `channel.k8s.io`);
-//! port-forward — `v4.channel.k8s.io`, `v4.base64.channel.k8s.io` (or none).
+//! WebSocket subprotocols (`Sec-WebSocket-Protocol`): remotecommand — `v5.channel.k8s.io`,
+//! `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`, `channel.k8s.io`, `base64.channel.k8s.io` (or none:
+//! `channel.k8s.io`); port-forward — `v4.channel.k8s.io`, `v4.base64.channel.k8s.io` (or none).
+//! SPDY subprotocols (`X-Stream-Protocol-Version`): remotecommand — `v5.channel.k8s.io` …
+//! `v2.channel.k8s.io`, `channel.k8s.io`; port-forward — `portforward.k8s.io`. An offer the server
+//! cannot meet gets 403, as kubelet answers it.
 //!
 //! Depends on `runtime/` (the process to stream) and nothing above it; must not depend on cri/ or grpc/.
 
 pub mod portforward;
 pub mod remotecommand;
+pub mod spdy;
+pub mod spdy_transport;
 pub mod token;
 pub mod websocket;
 
@@ -39,6 +44,7 @@ use crate::runtime::ContainerRuntime;
 use portforward::{PortStreams, Target};
 use remotecommand::{ClientStreams, Version};
 use token::{TokenCache, TokenError};
+use spdy_transport::SpdyServer;
 use websocket::{Framing, WsSession};
 
 /// remotecommand channel numbers (wsstream order).
@@ -51,6 +57,8 @@ const RESIZE: u8 = 4;
 const REMOTECOMMAND_WS_PROTOCOLS: &[&str] =
     &["v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"];
 const PORTFORWARD_WS_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+/// The SPDY subprotocol header (Kubernetes' `httpstream.HeaderProtocolVersion`).
+const STREAM_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -160,8 +168,8 @@ impl StreamingServer {
             return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token\n");
         }
         let upgrade = header(&req, UPGRADE).to_ascii_lowercase();
-        if upgrade.starts_with("spdy/") {
-            return plain(StatusCode::BAD_REQUEST, "SPDY/3.1 is not supported by this server yet; use a WebSocket client\n");
+        if upgrade == "spdy/3.1" {
+            return self.upgrade_spdy(req, request);
         }
         if upgrade != "websocket" || header(&req, SEC_WEBSOCKET_VERSION) != "13" {
             return plain(StatusCode::BAD_REQUEST, "this endpoint needs a WebSocket upgrade (version 13)\n");
@@ -222,6 +230,56 @@ impl StreamingServer {
         if !protocol.is_empty() {
             h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
         }
+        response
+    }
+
+    /// `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version` negotiation (httpstream.Handshake).
+    fn upgrade_spdy(self: &Arc<Self>, mut req: Request<Incoming>, request: StreamRequest) -> Response<String> {
+        let offered: Vec<String> = req
+            .headers()
+            .get_all(STREAM_PROTOCOL_VERSION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let supported = match request {
+            StreamRequest::PortForward { .. } => spdy_transport::PORTFORWARD_PROTOCOLS,
+            _ => spdy_transport::REMOTECOMMAND_PROTOCOLS,
+        };
+        let Some(protocol) = spdy_transport::negotiate(&offered, supported) else {
+            let mut r = plain(StatusCode::FORBIDDEN, &format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}\n"));
+            if let Ok(v) = HeaderValue::from_str(&supported.join(", ")) {
+                r.headers_mut().insert("x-accepted-stream-protocol-versions", v);
+            }
+            return r;
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let server = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming upgrade failed");
+                    return;
+                }
+            };
+            let spdy = SpdyServer::start(TokioIo::new(upgraded));
+            match request {
+                StreamRequest::Exec { container_id, cmd, flags } => {
+                    spdy.run_remotecommand(protocol, flags, server.runtime.exec_streaming(&container_id, &cmd, flags)).await
+                }
+                StreamRequest::Attach { container_id, flags } => spdy.run_remotecommand(protocol, flags, server.runtime.attach(&container_id, flags)).await,
+                StreamRequest::PortForward { target, .. } => spdy.run_portforward(target).await,
+            }
+        });
+        let mut response = Response::new(String::new());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        h.insert(STREAM_PROTOCOL_VERSION, HeaderValue::from_static(protocol));
         response
     }
 
