@@ -7,6 +7,7 @@
 mod harness;
 
 use harness::pods::*;
+use harness::spdy_client;
 use harness::ws_peer::{self, WsOutcome};
 use k8s_cri::v1::*;
 use serde_json::json;
@@ -511,5 +512,144 @@ async fn port_forward_reaches_the_pods_loopback_and_reports_closed_ports() {
     expect_code(r, &[Code::FailedPrecondition], "PortForward to a stopped pod");
 
     fx.remove_pod_ok(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPDY/3.1 (what kubelet, kube-apiserver and crictl speak by default)
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spdy_exec_streams_output_stdin_tty_and_exit_codes() {
+    let fx = Fixture::start().await;
+    let (pod_id, _, ctr) = pod_with_container(&fx, "spdy-exec", fx.container_config("main", &["sh", "-c", LOOP])).await;
+
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", "echo out; echo err >&2; exit 3"], false, true, true, false)).await;
+    let conn = spdy_client::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"]).await.expect("upgrade");
+    assert_eq!(conn.protocol, "v4.channel.k8s.io", "the client's first supported offer wins");
+    let out = spdy_client::remotecommand(&conn, None, true, true, None).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let status: serde_json::Value = serde_json::from_slice(&out.error).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}), "{status}");
+    conn.session.closed().await;
+
+    // stdin until FIN (v5), exit 0 is Success.
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", "cat; echo done"], true, true, true, false)).await;
+    let conn = spdy_client::connect(&url, &["v5.channel.k8s.io"]).await.expect("upgrade");
+    let out = spdy_client::remotecommand(&conn, Some(b"over spdy\n"), true, true, None).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over spdy\ndone\n");
+    let status: serde_json::Value = serde_json::from_slice(&out.error).unwrap();
+    assert_eq!(status["status"], "Success", "{status}");
+
+    // A tty with a resize stream; the size is read until it shows (the streams are independent).
+    let script = r#"echo term=$TERM; i=0; while [ $i -lt 100 ]; do s=$(stty size); [ "$s" = "33 111" ] && break; i=$((i+1)); sleep 0.1; done; echo size=$s"#;
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", script], true, true, false, true)).await;
+    let conn = spdy_client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let out = spdy_client::remotecommand(&conn, Some(b""), true, false, Some((111, 33))).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("term=xterm") && text.contains("size=33 111"), "tty output: {text:?}");
+
+    // v1 (channel.k8s.io): error text, no JSON.
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", "exit 5"], false, true, false, false)).await;
+    let conn = spdy_client::connect(&url, &["channel.k8s.io"]).await.expect("upgrade");
+    let out = spdy_client::remotecommand(&conn, None, true, false, None).await;
+    assert!(!out.error.is_empty() && serde_json::from_slice::<serde_json::Value>(&out.error).is_err(), "{out:?}");
+
+    // No supported protocol: 403, and the URL is used up.
+    let url = exec_url(&fx, exec_req(&ctr, &["true"], false, true, false, false)).await;
+    let refused = spdy_client::connect(&url, &["v9.channel.k8s.io"]).await.err().expect("refused");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let refused = spdy_client::connect(&url, &["v4.channel.k8s.io"]).await.err().expect("refused");
+    assert_eq!(refused.status, 404, "{refused:?}");
+
+    // Garbage instead of SPDY frames ends that connection only.
+    let url = exec_url(&fx, exec_req(&ctr, &["true"], false, true, false, false)).await;
+    let addr_path = url.trim_start_matches("http://").to_string();
+    let (addr, path) = addr_path.split_once('/').unwrap();
+    let reply = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("POST /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        // A control frame of version 2 and an absurd length, then noise.
+        tcp.write_all(&[0x80, 0x02, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+        let mut all = Vec::new();
+        within("server closing a garbage SPDY connection", T30, tcp.read_to_end(&mut all)).await.unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    assert!(reply.starts_with("HTTP/1.1 101"), "{reply:?}");
+    let url = exec_url(&fx, exec_req(&ctr, &["echo", "alive"], false, true, false, false)).await;
+    let conn = spdy_client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    assert_eq!(spdy_client::remotecommand(&conn, None, true, false, None).await.stdout, b"alive\n");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spdy_attach_and_port_forward() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::start().await;
+    let pod = fx.pod_config("spdy-pod");
+    let pod_id = fx.run_pod(&pod).await;
+    let mut config = fx.container_config("echo", &["sh", "-c", "while read l; do echo got:$l; done"]);
+    config.stdin = true;
+    let echo = fx.create_and_start(&pod_id, &pod, config).await;
+    let serve = "mkdir -p /tmp/www && echo pod-hello > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www";
+    let server = fx.create_and_start(&pod_id, &pod, fx.container_config("server", &["sh", "-c", serve])).await;
+    let start = Instant::now();
+    while fx.exec_ok(&server, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]).await.code != 0 {
+        assert!(start.elapsed() < T30, "httpd in the pod did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Attach: stdin in, the container's answer out; closing the connection detaches.
+    let url = attach_url(&fx, AttachRequest { container_id: echo.clone(), stdin: true, tty: false, stdout: true, stderr: true }).await;
+    let conn = spdy_client::connect(&url, &["v5.channel.k8s.io", "v4.channel.k8s.io"]).await.expect("upgrade");
+    let (_error_r, _error_w) = conn.open("error", &[]).await;
+    let (_in_r, mut stdin) = conn.open("stdin", &[]).await;
+    let (mut stdout, _out_w) = conn.open("stdout", &[]).await;
+    let (_err_r, _err_w) = conn.open("stderr", &[]).await;
+    stdin.write_all(b"via-spdy\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("got:via-spdy") {
+        let n = within("attach output", T30, stdout.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "attach stdout ended: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop((stdin, stdout, conn));
+    assert_eq!(fx.status_ok(&echo).await.state, RUNNING, "detaching leaves the container running");
+
+    // Port-forward: two connections at once on one session (requestID 0 and 1), and a closed port.
+    let url = port_forward_url(&fx, &pod_id).await;
+    let conn = spdy_client::connect(&url, &["portforward.k8s.io"]).await.expect("upgrade");
+    assert_eq!(conn.protocol, "portforward.k8s.io");
+    let forward = |id: &'static str, port: &'static str| {
+        let conn = &conn;
+        async move {
+            let hdrs = [("port", port), ("requestID", id)];
+            let (error_r, mut error_w) = conn.open("error", &hdrs).await;
+            error_w.shutdown().await.unwrap();
+            let (data_r, mut data_w) = conn.open("data", &hdrs).await;
+            data_w.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let (data, error) = tokio::join!(spdy_client::read_all(data_r), spdy_client::read_all(error_r));
+            (String::from_utf8_lossy(&data).into_owned(), String::from_utf8_lossy(&error).into_owned())
+        }
+    };
+    let ((d0, e0), (d1, e1), (d2, e2)) = tokio::join!(forward("0", "8080"), forward("1", "8080"), forward("2", "8081"));
+    for (d, e) in [(&d0, &e0), (&d1, &e1)] {
+        assert!(d.contains("200 OK") && d.contains("pod-hello"), "forwarded response: {d:?}");
+        assert!(e.is_empty(), "no error for an open port: {e:?}");
+    }
+    assert!(d2.is_empty() && e2.contains("8081"), "closed port: data {d2:?} error {e2:?}");
+    drop(conn);
+
+    // Port-forward refuses remotecommand protocols.
+    let url = port_forward_url(&fx, &pod_id).await;
+    assert_eq!(spdy_client::connect(&url, &["v4.channel.k8s.io"]).await.err().expect("refused").status, 403);
+
+    fx.teardown_pod(&pod_id).await;
     fx.assert_no_leaks().await;
 }
