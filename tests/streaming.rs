@@ -653,3 +653,44 @@ async fn spdy_attach_and_port_forward() {
     fx.teardown_pod(&pod_id).await;
     fx.assert_no_leaks().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_spdy_client_is_flow_controlled_not_buffered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::start().await;
+    let (pod_id, _, ctr) = pod_with_container(&fx, "spdy-flow", fx.container_config("main", &["sh", "-c", LOOP])).await;
+    // Smaller than the WebSocket case: the SPDY path moves ~3 MB/s in a debug build (64 KiB windows).
+    // Still well above what the socket buffers, windows and queues can hold together.
+    const TOTAL: u64 = 48 * 1024 * 1024;
+    let cmd = format!("head -c {TOTAL} /dev/zero; echo finished > /tmp/flow-done");
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", &cmd], false, true, false, false)).await;
+    let conn = spdy_client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let (error_r, mut error_w) = conn.open("error", &[]).await;
+    error_w.shutdown().await.unwrap();
+    let (mut stdout, mut stdout_w) = conn.open("stdout", &[]).await;
+    stdout_w.shutdown().await.unwrap();
+
+    let daemon_pid = fx.daemon.pid().expect("daemon pid");
+    let before = rss_kib(daemon_pid);
+    wait_running(&format!("head -c {TOTAL}"), "producer").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_kib(daemon_pid);
+    assert_ne!(fx.exec_ok(&ctr, &["test", "-e", "/tmp/flow-done"]).await.code, 0, "the producer finished although nothing was read");
+    assert!(during < before + 24 * 1024, "daemon RSS grew from {before} KiB to {during} KiB while the client was stalled");
+
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = within("reading stdout", T30 * 4, stdout.read(&mut buf)).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    assert_eq!(total, TOTAL, "every byte arrives once the client reads");
+    let status: serde_json::Value = serde_json::from_slice(&spdy_client::read_all(error_r).await).unwrap();
+    assert_eq!(status["status"], "Success", "{status}");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
