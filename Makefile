@@ -6,7 +6,8 @@
 # (report: target/bench-report/latest.md and latest.svg).
 
 DEB_PACKAGES := build-essential pkg-config protobuf-compiler clang libclang-dev lxc lxc-dev \
-                docker-registry apache2-utils busybox-static zstd iproute2 iptables containernetworking-plugins
+                docker-registry apache2-utils busybox-static zstd iproute2 iptables containernetworking-plugins \
+                python3-websocket
 CARGO ?= cargo
 
 # Packages that start a service when installed (docker-registry on :5000, containerd) get it disabled

@@ -37,6 +37,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
+    pub streaming: StreamingConfig,
 }
 
 impl Default for Config {
@@ -52,6 +53,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -110,6 +112,29 @@ impl Default for CniConfig {
 impl CniConfig {
     pub fn plugin_timeout(&self) -> Duration {
         Duration::from_secs(self.plugin_timeout_secs)
+    }
+}
+
+/// The exec/attach/port-forward HTTP server (kubelet connects to the URLs Exec/Attach/PortForward return).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `ip:port` to listen on; port 0 picks a free one (containerd's default is 127.0.0.1 with a free
+    /// port too: kubelet on the same host is the only client).
+    pub address: String,
+    /// How long a returned URL stays usable (single use either way); kubelet's default is 1 minute.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig { address: "127.0.0.1:0".into(), token_ttl_secs: 60 }
+    }
+}
+
+impl StreamingConfig {
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
     }
 }
 
@@ -194,6 +219,12 @@ impl Config {
         }
         if self.image.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid { field: "image.max_concurrent_downloads", reason: "must be at least 1".into() });
+        }
+        if self.streaming.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid { field: "streaming.address", reason: format!("{:?} is not an ip:port address", self.streaming.address) });
+        }
+        if self.streaming.token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid { field: "streaming.token_ttl_secs", reason: "must be at least 1".into() });
         }
         self.registry.validate()?;
         Ok(())

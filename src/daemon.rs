@@ -16,7 +16,8 @@ use crate::config::Config;
 use crate::cri::{detect_cgroup_driver, CriError, CriParts, CriService};
 use crate::network::cni_network::CniPodNetwork;
 use crate::runtime::lxc::LxcRuntime;
-use crate::runtime::RuntimeError;
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::streaming::{StreamingError, StreamingServer};
 use crate::grpc::server::CriServer;
 use crate::image::{ImageError, ImageManager};
 use crate::store::{Store, StoreError};
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Runtime(#[from] RuntimeError),
     #[error("recovering pods and containers: {0}")]
     Recovery(#[from] CriError),
+    #[error("starting the streaming server: {0}")]
+    Streaming(#[from] StreamingError),
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -66,14 +69,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let cgroup_driver = detect_cgroup_driver(config.cgroup_driver, Path::new("/run"));
     // The helpers (monitor, exec) are this very binary re-executed.
     let exe = std::env::current_exe().map_err(io_at(Path::new("/proc/self/exe")))?;
-    let runtime = LxcRuntime::new(&config.root, &config.state, exe)?;
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(LxcRuntime::new(&config.root, &config.state, exe)?);
+    let (streaming, streaming_listener) = StreamingServer::bind(&config.streaming, runtime.clone()).await?;
     let cri = Arc::new(CriService::new(CriParts {
         config: config.clone(),
         images: Arc::new(images),
         cgroup_driver,
         store: store.clone(),
-        runtime: Arc::new(runtime),
+        runtime,
         network: Arc::new(CniPodNetwork::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone(), config.cni.plugin_timeout())),
+        streaming: streaming.clone(),
     }));
     cri.recover().await?;
     let server = CriServer::new(cri);
@@ -93,6 +98,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     });
+    tracing::info!(address = %streaming.address(), "serving exec/attach/port-forward");
+    let mut streaming_stop = stop_rx.clone();
+    tokio::spawn(streaming.serve(streaming_listener, async move {
+        let _ = streaming_stop.wait_for(|stop| *stop).await;
+    }));
     let mut stopping = stop_rx.clone();
     let serve = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(server.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))

@@ -13,3 +13,4 @@ pub mod model;
 pub mod network;
 pub mod runtime;
 pub mod store;
+pub mod streaming;

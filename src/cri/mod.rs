@@ -6,6 +6,7 @@
 //! Locking: operations on one pod hold its pod lock; operations on one container hold its container
 //! lock; when both are needed the pod lock is taken first. Different pods proceed in parallel.
 
+mod attach;
 mod container_create;
 mod container_remove;
 mod container_start;
@@ -13,6 +14,7 @@ mod container_status;
 mod container_stats;
 mod container_stop;
 mod container_update;
+mod exec;
 mod exec_sync;
 mod image_fs_info;
 mod image_list;
@@ -20,6 +22,7 @@ mod image_pull;
 mod image_remove;
 mod image_status;
 mod metrics;
+mod port_forward;
 mod recovery;
 mod rollback;
 mod runtime_config;
@@ -45,6 +48,7 @@ use crate::network::PodNetwork;
 use crate::runtime::ContainerRuntime;
 use crate::store::records::{ContainerRecord, SandboxRecord};
 use crate::store::Store;
+use crate::streaming::StreamingServer;
 
 pub use runtime_config::{detect_cgroup_driver, CgroupDriver};
 
@@ -75,6 +79,8 @@ pub enum CriError {
     Namespace(#[from] crate::runtime::namespaces::NamespaceError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::StreamingError),
 }
 
 /// The CRI implementation. Cheap to share: grpc/ holds it in an `Arc`.
@@ -85,6 +91,8 @@ pub struct CriService {
     pub(crate) store: Store,
     pub(crate) runtime: Arc<dyn ContainerRuntime>,
     pub(crate) network: Arc<dyn PodNetwork>,
+    /// Serves the URLs Exec, Attach and PortForward return.
+    pub(crate) streaming: Arc<StreamingServer>,
     /// `<state>/sandboxes`: per-pod pinned namespaces and generated files.
     pub(crate) sandboxes_dir: PathBuf,
     pub(crate) pod_locks: KeyedMutex,
@@ -101,6 +109,7 @@ pub struct CriParts {
     pub store: Store,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub network: Arc<dyn PodNetwork>,
+    pub streaming: Arc<StreamingServer>,
 }
 
 impl CriService {
@@ -113,6 +122,7 @@ impl CriService {
             store: parts.store,
             runtime: parts.runtime,
             network: parts.network,
+            streaming: parts.streaming,
             sandboxes_dir,
             pod_locks: KeyedMutex::new(),
             container_locks: KeyedMutex::new(),

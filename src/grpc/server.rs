@@ -162,6 +162,24 @@ impl RuntimeService for CriServer {
         reply(self.cri.reopen_container_log(req).instrument(span).await)
     }
 
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("Exec", container_id = req.container_id.as_str(), tty = req.tty, stdin = req.stdin);
+        reply(self.cri.exec(req).instrument(span).await)
+    }
+
+    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("Attach", container_id = req.container_id.as_str(), tty = req.tty, stdin = req.stdin);
+        reply(self.cri.attach(req).instrument(span).await)
+    }
+
+    async fn port_forward(&self, request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("PortForward", pod_sandbox_id = req.pod_sandbox_id.as_str());
+        reply(self.cri.port_forward(req).instrument(span).await)
+    }
+
     type GetContainerEventsStream = Pin<Box<dyn futures::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
 
     async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
@@ -208,9 +226,6 @@ impl RuntimeService for CriServer {
     }
 
     later! {
-        exec(ExecRequest) -> ExecResponse = "Exec", "streaming exec";
-        attach(AttachRequest) -> AttachResponse = "Attach", "streaming attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward", "streaming port-forward";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer", "container checkpointing";
     }
 }

@@ -8,6 +8,8 @@ use crate::image::registry::FailureKind;
 use crate::image::ImageError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
+use crate::streaming::token::TokenError;
+use crate::streaming::StreamingError;
 
 pub fn to_status(err: &CriError) -> Status {
     let code = match err {
@@ -34,6 +36,10 @@ pub fn to_status(err: &CriError) -> Status {
         },
         CriError::Namespace(_) => Code::Internal,
         CriError::Network(_) => Code::Unavailable,
+        CriError::Streaming(e) => match e {
+            StreamingError::Token(TokenError::Full) => Code::ResourceExhausted,
+            StreamingError::Token(TokenError::Random(_)) | StreamingError::BadAddress(_) | StreamingError::Bind { .. } => Code::Internal,
+        },
     };
     Status::new(code, err.to_string())
 }

@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod pod_sysctl;
 pub mod security;
 pub mod userns;
+pub mod process_stdio;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -180,4 +181,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn update_resources(&self, id: &str, resources: &cgroup::ResourceSpec) -> Result<(), RuntimeError>;
     /// Statistics of the container's cgroup; None when it has none (never placed by this runtime).
     async fn cgroup_stats(&self, id: &str) -> Result<Option<cgroup::CgroupStats>, RuntimeError>;
+    /// CRI Exec: run `argv` in the running container with streamed stdio (pipes, or a pty with `tty`).
+    async fn exec_streaming(&self, id: &str, argv: &[String], flags: process_stdio::StdioFlags) -> Result<process_stdio::StreamingProcess, RuntimeError>;
+    /// CRI Attach: the running container's own stdio, through its monitor.
+    async fn attach(&self, id: &str, flags: process_stdio::StdioFlags) -> Result<process_stdio::StreamingProcess, RuntimeError>;
 }

@@ -14,6 +14,10 @@
 //!   parser, and the leak check run after every pod is removed.
 //! * [`network::TestNet`]: a private CNI bridge + host-local /24 per test (conf/bin/ipam dirs, a
 //!   recording test plugin, iptables and link cleanup on drop) and the NetworkReady/pod-IP helpers.
+//! * [`spdy_client`]: a SPDY/3.1 client (the codec's client role) doing client-go's handshake and
+//!   stream choreography for exec, attach and port-forward.
+//! * [`ws_peer::run`]: an independent WebSocket client (Python's websocket-client) for the streaming
+//!   tests, driven by a JSON plan.
 //!
 //! Every object owns its temp dirs and child processes; nothing is global, so tests can run in
 //! parallel threads of one test binary.
@@ -26,6 +30,8 @@ pub mod image;
 pub mod network;
 pub mod pods;
 pub mod registry;
+pub mod spdy_client;
+pub mod ws_peer;
 
 pub use daemon::Daemon;
 pub use fake_registry::{AuthPath, BlobBehaviour, FakeRegistry, TokenAuth, TokenRequest};

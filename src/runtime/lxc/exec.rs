@@ -2,17 +2,34 @@
 //! single-threaded helper (`cri-lxc __exec <exec.json> -- argv…`) because attach forks. The helper's
 //! stdout/stderr are the command's; its exit code is the command's (128+signal when killed), or
 //! `HELPER_FAILURE` with a message on stderr when it could not attach at all.
+//!
+//! Streaming exec (CRI `Exec`, [`spawn_streaming`]) runs the same helper with its stdio as pipes to the
+//! daemon, or with a pty the daemon creates (`--tty`: all three are the pty's slave, the daemon keeps the
+//! master, `TERM=xterm` is set when the container's env lacks it, as containerd does). The attached
+//! command has no controlling terminal (liblxc only gives one with `LXC_ATTACH_TERMINAL`, which would put
+//! it in a session of its own, out of reach of the process-group kill below).
+//! The helper leads its own process group, which the attached command inherits: when the client goes
+//! away before the command ended, the daemon SIGKILLs that group.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
 use super::ffi::{self, AttachOptions, EnvPolicy, LxcContainer};
+use crate::runtime::process_stdio::{BoxRead, BoxWrite, StdioFlags, StreamEnd, StreamingProcess, TermSize, TerminalResizer};
 use crate::runtime::{ExecOutput, RuntimeError};
 
 pub const EXEC_SUBCOMMAND: &str = "__exec";
 /// Exit code of the helper when it failed before the command ran (like `docker exec`'s 126/127 family).
 pub const HELPER_FAILURE: i32 = 125;
+/// Helper flag before `--`: the command runs on a terminal (stdio is a pty slave); sets `TERM`.
+pub const TTY_FLAG: &str = "--tty";
 
 /// What an exec needs to run as the container's own process would: its env, user and cwd.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -138,12 +155,102 @@ pub async fn run(exe: &Path, context: &Path, id: &str, argv: &[String], timeout:
     Ok(ExecOutput { stdout: output.stdout, stderr: output.stderr, exit_code })
 }
 
-/// Helper side: `__exec <exec.json> -- argv…`. Runs in a fresh single-threaded process.
+/// Daemon side of CRI Exec: start the helper with streamed stdio (see the module docs).
+pub async fn spawn_streaming(exe: &Path, context: &Path, argv: &[String], flags: StdioFlags) -> Result<StreamingProcess, RuntimeError> {
+    let sys = |what: &'static str| move |e: nix::errno::Errno| RuntimeError::Io { what: what.into(), source: std::io::Error::from(e) };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(EXEC_SUBCOMMAND).arg(context);
+    if flags.tty {
+        cmd.arg(TTY_FLAG);
+    }
+    cmd.arg("--").args(argv).process_group(0).kill_on_drop(true);
+    let null_or_piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
+    let master = if flags.tty {
+        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+        // openpty(3) does not set O_CLOEXEC; the helper gets the slave as 0/1/2 only.
+        for fd in [&pty.master, &pty.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(sys("fcntl(FD_CLOEXEC)"))?;
+        }
+        let flags = OFlag::from_bits_truncate(fcntl(&pty.master, FcntlArg::F_GETFL).map_err(sys("fcntl(F_GETFL)"))?);
+        fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(sys("fcntl(F_SETFL)"))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| RuntimeError::Io { what: "dup pty".into(), source: e });
+        cmd.stdin(Stdio::from(dup(&pty.slave)?)).stdout(Stdio::from(dup(&pty.slave)?)).stderr(Stdio::from(pty.slave));
+        Some(pty.master)
+    } else {
+        cmd.stdin(null_or_piped(flags.stdin)).stdout(null_or_piped(flags.stdout)).stderr(null_or_piped(flags.stderr));
+        None
+    };
+    let spawned = cmd.spawn();
+    // The Command holds our copies of the pty slave: without them, the master reads EOF (EIO) once the
+    // command and its children closed theirs.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| RuntimeError::Io { what: format!("spawning {} {EXEC_SUBCOMMAND}", exe.display()), source: e })?;
+    let pgid = child.id().map(|p| p as i32);
+
+    let io_err = |what: &'static str| move |e: std::io::Error| RuntimeError::Io { what: what.into(), source: e };
+    let mut process = StreamingProcess { stdin: None, stdout: None, stderr: None, resizer: None, exit: Box::pin(std::future::pending()) };
+    match master {
+        Some(master) => {
+            let reader = pipe::Receiver::from_owned_fd_unchecked(master.try_clone().map_err(io_err("dup pty master"))?).map_err(io_err("registering the pty"))?;
+            process.stdout = Some(Box::new(reader));
+            if flags.stdin {
+                let writer = pipe::Sender::from_owned_fd_unchecked(master.try_clone().map_err(io_err("dup pty master"))?).map_err(io_err("registering the pty"))?;
+                process.stdin = Some(Box::new(writer));
+            }
+            process.resizer = Some(Box::new(PtyResizer { master }));
+        }
+        None => {
+            process.stdin = child.stdin.take().map(|w| Box::new(w) as BoxWrite);
+            process.stdout = child.stdout.take().map(|r| Box::new(r) as BoxRead);
+            process.stderr = child.stderr.take().map(|r| Box::new(r) as BoxRead);
+        }
+    }
+
+    // The helper is waited for in a task of its own. Dropping `exit` before the command ended (client
+    // gone) drops `abort`, which SIGKILLs the helper's process group and reaps the helper.
+    let (done_tx, done_rx) = oneshot::channel();
+    let (abort, aborted) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => {
+                let _ = done_tx.send(status);
+            }
+            _ = aborted => {
+                if let Some(pgid) = pgid {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = child.wait().await;
+            }
+        }
+    });
+    process.exit = Box::pin(async move {
+        let _abort_on_drop = abort;
+        let status = done_rx.await.map_err(|_| std::io::Error::other("exec helper task ended"))??;
+        let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+        Ok(StreamEnd::Exited(code))
+    });
+    Ok(process)
+}
+
+/// TIOCSWINSZ on the pty master: the kernel applies it to the pair and SIGWINCHes the foreground group.
+struct PtyResizer {
+    master: OwnedFd,
+}
+
+impl TerminalResizer for PtyResizer {
+    fn resize(&mut self, size: TermSize) -> std::io::Result<()> {
+        let winsize = rustix::termios::Winsize { ws_row: size.height, ws_col: size.width, ws_xpixel: 0, ws_ypixel: 0 };
+        rustix::termios::tcsetwinsize(&self.master, winsize).map_err(std::io::Error::from)
+    }
+}
+
+/// Helper side: `__exec <exec.json> [--tty] -- argv…`. Runs in a fresh single-threaded process.
 pub fn run_exec_helper(args: &[String]) -> i32 {
-    let (context_path, argv) = match args {
-        [path, sep, argv @ ..] if sep == "--" && !argv.is_empty() => (path, argv),
+    let (context_path, tty, argv) = match args {
+        [path, sep, argv @ ..] if sep == "--" && !argv.is_empty() => (path, false, argv),
+        [path, flag, sep, argv @ ..] if flag == TTY_FLAG && sep == "--" && !argv.is_empty() => (path, true, argv),
         _ => {
-            eprintln!("usage: cri-lxc {EXEC_SUBCOMMAND} <exec.json> -- command [args…]");
+            eprintln!("usage: cri-lxc {EXEC_SUBCOMMAND} <exec.json> [{TTY_FLAG}] -- command [args…]");
             return HELPER_FAILURE;
         }
     };
@@ -166,9 +273,14 @@ pub fn run_exec_helper(args: &[String]) -> i32 {
             return HELPER_FAILURE;
         }
     };
+    let mut env = context.env.clone();
+    // containerd sets TERM for a terminal exec when the container does not define it.
+    if tty && !env.iter().any(|kv| kv.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     let options = AttachOptions {
         env_policy: EnvPolicy::Clear,
-        extra_env: context.env.clone(),
+        extra_env: env,
         uid: Some(context.uid),
         gid: Some(context.gid),
         // The same supplementary groups as the container's own process (lxc.init.groups).

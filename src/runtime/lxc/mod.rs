@@ -2,7 +2,8 @@
 //!
 //! Files per container:
 //! * `<root>/lxc/<id>/config` — the rendered LXC config (the private lxcpath, never /var/lib/lxc);
-//! * `<state>/containers/<id>/monitor.json` — what the monitor runs; `exec.json` — what ExecSync
+//! * `<state>/containers/<id>/monitor.json` — what the monitor runs; `attach.sock` — its attach
+//!   socket (`attach.rs`); `exec.json` — what ExecSync
 //!   needs (env, user, cwd); `pid.json` — monitor and init pids once running; `exit.json` — written
 //!   by the monitor when the container ends; `lxc.log` — liblxc's own log; `cgroup.json` — the
 //!   container's cgroup (relative path) and the limits last applied (see `runtime/cgroup/`).
@@ -11,6 +12,7 @@
 //! `__exec`); this module only spawns them, reads their files and sends signals.
 
 pub mod apparmor;
+pub mod attach;
 pub mod config;
 pub mod exec;
 pub mod ffi;
@@ -25,6 +27,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::cgroup::{self, CgroupError, Layout, ResourceSpec};
+use super::process_stdio::{StdioFlags, StreamingProcess};
 use super::{ContainerRuntime, ContainerSpec, ExecOutput, ExitStatus, ProcessState, RuntimeError, Started};
 use exec::ExecContext;
 use monitor::{MonitorSpec, PidRecord, Ready};
@@ -310,6 +313,7 @@ impl ContainerRuntime for LxcRuntime {
             use_init: spec.namespaces.pid.is_none() && !spec.namespaces.host_pid,
             max_log_line: monitor::DEFAULT_MAX_LOG_LINE,
             exit_with_main: true,
+            attach_socket: Some(dir.join(attach::SOCKET_NAME)),
         };
         write_json(&dir.join("monitor.json"), &monitor_spec)?;
         let exec = ExecContext {
@@ -452,6 +456,25 @@ impl ContainerRuntime for LxcRuntime {
 
     fn pod_infra_alive(&self, pid: i32, sandbox_dir: &Path) -> bool {
         super::infra::is_infra_of(pid, sandbox_dir)
+    }
+
+    async fn exec_streaming(&self, id: &str, argv: &[String], flags: StdioFlags) -> Result<StreamingProcess, RuntimeError> {
+        match self.state(id).await? {
+            ProcessState::Running { .. } => {}
+            _ => return Err(RuntimeError::NotRunning { id: id.to_string() }),
+        }
+        exec::spawn_streaming(&self.exe, &self.dir(id)?.join("exec.json"), argv, flags).await
+    }
+
+    async fn attach(&self, id: &str, flags: StdioFlags) -> Result<StreamingProcess, RuntimeError> {
+        match self.state(id).await? {
+            ProcessState::Running { .. } => {}
+            _ => return Err(RuntimeError::NotRunning { id: id.to_string() }),
+        }
+        let dir = self.dir(id)?;
+        let spec: MonitorSpec = read_json(&dir.join("monitor.json"))?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let socket = spec.attach_socket.ok_or_else(|| RuntimeError::Other(format!("container {id} was started without an attach socket")))?;
+        attach::connect(&socket, flags, spec.tty).await.map_err(io(format!("connecting to {}", socket.display())))
     }
 
     async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {

@@ -55,6 +55,10 @@
 //! * SIGTERM/SIGINT/SIGHUP are blocked and ignored: M only ends when the container has.
 //! * Exit file: written atomically (temp + rename) after the container exited and its output
 //!   was drained; M exits right after. Its absence with M gone means M was SIGKILLed.
+//! * Attach socket (optional, `attach_socket` in the spec): CRI Attach clients connect here; M fans
+//!   the container's output out to them in the same poll round it logs it, forwards their input to
+//!   the container's stdin pipe / pty master and applies resizes to the pty. Framing, buffering
+//!   and backpressure are documented in `attach.rs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -70,6 +74,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::attach::{self, AttachServer};
 use super::ffi::{self, LxcContainer, ProcessExit};
 
 /// Hidden subcommand the daemon runs: `<exe> __monitor <spec.json>`.
@@ -121,6 +126,9 @@ pub struct MonitorSpec {
     /// expects, instead of lxc init's default of waiting for every orphan to exit too.
     #[serde(default = "default_true")]
     pub exit_with_main: bool,
+    /// Where to serve CRI Attach (see `attach.rs`); absent in specs written before attach existed.
+    #[serde(default)]
+    pub attach_socket: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -436,6 +444,8 @@ struct Stream {
     /// `true` once read() returned EOF (or EIO for a pty whose slave side is all closed).
     eof: bool,
     splitter: CriLineSplitter,
+    /// The attach frame kind its output goes out as.
+    attach_kind: u8,
 }
 
 fn monitor(
@@ -480,6 +490,7 @@ fn monitor(
             fd: pty.master,
             eof: false,
             splitter: CriLineSplitter::new("stdout", spec.max_log_line),
+            attach_kind: attach::STDOUT,
         };
         (
             vec![stream],
@@ -504,14 +515,30 @@ fn monitor(
                 fd: out_r,
                 eof: false,
                 splitter: CriLineSplitter::new("stdout", spec.max_log_line),
+                attach_kind: attach::STDOUT,
             },
             Stream {
                 fd: err_r,
                 eof: false,
                 splitter: CriLineSplitter::new("stderr", spec.max_log_line),
+                attach_kind: attach::STDERR,
             },
         ];
         (streams, stdin, Stdio::from(out_w), Stdio::from(err_w), keep)
+    };
+
+    // The attach server: input goes to the stdin pipe (made non-blocking: M must never block on a
+    // container that does not read) or, with a tty, the pty master. Not fatal when it cannot be
+    // bound: the container runs, only attach is unavailable.
+    let mut attach_server = match &spec.attach_socket {
+        Some(path) => match attach_server_for(path, &spec, &streams, _stdin_keep.as_ref()) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("cri-lxc monitor: attach socket {}: {e}", path.display());
+                None
+            }
+        },
+        None => None,
     };
 
     // Used only for non-forking queries (init_pid over the command socket). Created before S
@@ -559,13 +586,24 @@ fn monitor(
         } else {
             PollTimeout::NONE
         };
+        // Backpressure from a slow attach client (see attach.rs) until the container has exited;
+        // then its remaining output is drained regardless.
+        let hold_output = starter_status.is_none() && attach_server.as_ref().is_some_and(|a| a.backed_up());
+        // A stalled client must be looked at again even when nothing else happens.
+        let timeout = match attach_server.as_ref().is_some_and(|a| a.stalled_clients()) {
+            true if timeout.as_millis().is_none_or(|ms| ms > 1000) => PollTimeout::from(1000u16),
+            _ => timeout,
+        };
         let mut fds: Vec<PollFd> = Vec::with_capacity(streams.len() + 1);
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
-        for s in streams.iter().filter(|s| !s.eof) {
+        for s in streams.iter().filter(|s| !s.eof && !hold_output) {
             fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
         }
         if let Some(fd) = main_watch.main_fd() {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if let Some(a) = &attach_server {
+            fds.extend(a.poll_fds());
         }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
@@ -574,8 +612,13 @@ fn monitor(
         drop(fds);
 
         // Output first, so everything written before an exit is logged before we finish.
-        for s in streams.iter_mut().filter(|s| !s.eof) {
-            pump(s, &mut buf, &mut log);
+        if !hold_output {
+            for s in streams.iter_mut().filter(|s| !s.eof) {
+                pump(s, &mut buf, &mut log, attach_server.as_mut());
+            }
+        }
+        if let Some(a) = attach_server.as_mut() {
+            a.service();
         }
 
         while let Ok(Some(info)) = sigfd.read_signal() {
@@ -641,6 +684,11 @@ fn monitor(
     let exit = exit_record(result, &status);
     let json = serde_json::to_vec_pretty(&exit).unwrap_or_default();
     write_atomic(&spec.exit_file, &json, true)?;
+    // Attached clients get what is still buffered for them, briefly; then their connections close,
+    // which tells them the container ended.
+    if let Some(a) = attach_server.as_mut() {
+        a.finish(Duration::from_secs(1));
+    }
 
     if exit.reason == "StartError" {
         ready.send(&Ready::Failed {
@@ -656,7 +704,7 @@ fn monitor(
 /// Read what is available on one stream into the log, at most [`PUMP_ROUNDS`] reads so that a
 /// container writing non-stop cannot starve signal handling (the next poll() comes back at
 /// once anyway).
-fn pump(stream: &mut Stream, buf: &mut [u8], log: &mut CriLogFile) {
+fn pump(stream: &mut Stream, buf: &mut [u8], log: &mut CriLogFile, mut attach: Option<&mut AttachServer>) {
     for _ in 0..PUMP_ROUNDS {
         match nix::unistd::read(&stream.fd, buf) {
             Ok(0) => {
@@ -664,9 +712,14 @@ fn pump(stream: &mut Stream, buf: &mut [u8], log: &mut CriLogFile) {
                 stream.splitter.finish(&mut |rec| log.write_record(rec));
                 return;
             }
-            Ok(n) => stream
-                .splitter
-                .feed(&buf[..n], &mut |rec| log.write_record(rec)),
+            Ok(n) => {
+                stream
+                    .splitter
+                    .feed(&buf[..n], &mut |rec| log.write_record(rec));
+                if let Some(a) = attach.as_deref_mut() {
+                    a.broadcast(stream.attach_kind, &buf[..n]);
+                }
+            }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return,
             // EIO: a pty master whose slave side is closed everywhere, i.e. EOF.
@@ -677,6 +730,32 @@ fn pump(stream: &mut Stream, buf: &mut [u8], log: &mut CriLogFile) {
             }
         }
     }
+}
+
+/// Bind the attach socket with the container's stdin target (a non-blocking dup of the stdin
+/// pipe's write end, or of the pty master) and, for a tty, the pty master for resizes.
+fn attach_server_for(
+    path: &Path,
+    spec: &MonitorSpec,
+    streams: &[Stream],
+    stdin_pipe: Option<&OwnedFd>,
+) -> Result<AttachServer, MonitorError> {
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(io_err("dup for attach"));
+    let pty = match (spec.tty, streams.first()) {
+        (true, Some(s)) => Some(dup(&s.fd)?),
+        _ => None,
+    };
+    let stdin = match (spec.stdin, &pty, stdin_pipe) {
+        (false, _, _) => None,
+        (true, Some(master), _) => Some(dup(master)?),
+        (true, None, Some(pipe)) => {
+            let fd = dup(pipe)?;
+            set_nonblocking(&fd)?;
+            Some(fd)
+        }
+        (true, None, None) => None,
+    };
+    AttachServer::bind(path, stdin, pty).map_err(io_err("binding"))
 }
 
 fn exit_record(result: Option<StartResult>, starter_status: &str) -> ExitRecord {
