@@ -178,15 +178,7 @@ impl StreamingServer {
         if key.is_empty() {
             return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
         }
-        let offered: Vec<String> = req
-            .headers()
-            .get_all(SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let offered = offered_protocols(&req, SEC_WEBSOCKET_PROTOCOL);
         let supported = match request {
             StreamRequest::PortForward { .. } => PORTFORWARD_WS_PROTOCOLS,
             _ => REMOTECOMMAND_WS_PROTOCOLS,
@@ -208,13 +200,7 @@ impl StreamingServer {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let server = self.clone();
         tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "streaming upgrade failed");
-                    return;
-                }
-            };
+            let Some(upgraded) = upgraded(on_upgrade).await else { return };
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket::config())).await;
             server.run_websocket(ws, request, protocol, ports).await;
         });
@@ -235,15 +221,7 @@ impl StreamingServer {
 
     /// `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version` negotiation (httpstream.Handshake).
     fn upgrade_spdy(self: &Arc<Self>, mut req: Request<Incoming>, request: StreamRequest) -> Response<String> {
-        let offered: Vec<String> = req
-            .headers()
-            .get_all(STREAM_PROTOCOL_VERSION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let offered = offered_protocols(&req, STREAM_PROTOCOL_VERSION);
         let supported = match request {
             StreamRequest::PortForward { .. } => spdy_transport::PORTFORWARD_PROTOCOLS,
             _ => spdy_transport::REMOTECOMMAND_PROTOCOLS,
@@ -258,13 +236,7 @@ impl StreamingServer {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let server = self.clone();
         tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "streaming upgrade failed");
-                    return;
-                }
-            };
+            let Some(upgraded) = upgraded(on_upgrade).await else { return };
             let spdy = SpdyServer::start(TokioIo::new(upgraded));
             match request {
                 StreamRequest::Exec { container_id, cmd, flags } => {
@@ -369,6 +341,30 @@ impl StreamingServer {
             Err(e) => remotecommand::report_error(client, version, e.to_string()).await,
         }
         session.finish().await;
+    }
+}
+
+/// The protocols a client offers in every `name` header, each possibly a comma-separated list
+/// (WebSocket subprotocols and SPDY's `X-Stream-Protocol-Version` are both sent either way).
+fn offered_protocols(req: &Request<Incoming>, name: impl hyper::header::AsHeaderName) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The connection after the 101 response went out; None (logged) when the client went away first.
+async fn upgraded(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<hyper::upgrade::Upgraded> {
+    match on_upgrade.await {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::debug!(error = %e, "streaming upgrade failed");
+            None
+        }
     }
 }
 

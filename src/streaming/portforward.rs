@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use crate::runtime::process_stdio::{BoxRead, BoxWrite};
@@ -36,7 +36,7 @@ pub struct Target {
 
 /// Forward one connection until both directions ended (or either side failed).
 pub async fn forward(target: Target, streams: PortStreams) {
-    let PortStreams { port, mut data_in, mut data_out, mut error } = streams;
+    let PortStreams { port, data_in, mut data_out, mut error } = streams;
     let conn = match dial(target.netns.clone(), port).await {
         Ok(c) => c,
         Err(e) => {
@@ -49,36 +49,10 @@ pub async fn forward(target: Target, streams: PortStreams) {
             return;
         }
     };
-    let (mut conn_r, mut conn_w) = conn.into_split();
-    let upstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match data_in.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if conn_w.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // The client finished sending: half-close, the server may still answer.
-        let _ = conn_w.shutdown().await;
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match conn_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if data_out.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = data_out.shutdown().await;
-    };
+    let (conn_r, conn_w) = conn.into_split();
+    // The client finished sending: half-close (shutdown), the server may still answer.
+    let upstream = super::remotecommand::copy_then_close(data_in, conn_w);
+    let downstream = super::remotecommand::copy_then_close(conn_r, data_out);
     // The server closing its side ends the forward; the client's half-close alone does not.
     tokio::select! {
         _ = async { upstream.await; std::future::pending::<()>().await } => {}

@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::runtime::process_stdio::{BoxRead, BoxWrite, StreamEnd, StreamingProcess, TermSize, TerminalResizer};
@@ -183,8 +183,8 @@ pub async fn report_error(mut client: ClientStreams, version: Version, message: 
 }
 
 /// Copy until EOF or an error on either side (a pty master reads EIO once the terminal closed), then
-/// close the destination.
-async fn copy_then_close(mut from: BoxRead, mut to: BoxWrite) {
+/// close (shut down) the destination. Also port-forward's copy loop in both directions.
+pub(super) async fn copy_then_close(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
