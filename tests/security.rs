@@ -272,6 +272,50 @@ async fn privileged_container_gets_everything() {
     let timers = fx.exec_stdout(&privileged, &["sh", "-c", "cat /proc/timer_list | wc -c"]).await;
     assert_ne!(timers.trim(), "0", "privileged: masked_paths are not applied");
 
+    // The devices cgroup, not just the missing node, keeps host devices out: CAP_MKNOD is in the
+    // default set (as with runc), yet a node made for the host's disk must not be readable.
+    use std::os::unix::fs::MetadataExt;
+    let (disk, rdev) = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok().filter(|m| m.file_type().is_block_device()).map(|m| (e.file_name().to_string_lossy().to_string(), m.rdev())))
+        .min()
+        .expect("the host has a block device");
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let read_disk = format!("mknod /tmp/disk b {major} {minor} && head -c 512 /tmp/disk > /dev/null");
+    let r = fx.exec_ok(&plain, &["sh", "-c", &read_disk]).await;
+    assert_ne!(r.code, 0, "an unprivileged container read the host's /dev/{disk} through its own node: {r:?}");
+    let r = fx.exec_ok(&privileged, &["sh", "-c", &format!("head -c 512 /dev/{disk} > /dev/null")]).await;
+    assert_eq!(r.code, 0, "privileged reads /dev/{disk}: {r:?}");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
+/// A device the CRI request names is opened with exactly its cgroup permissions.
+#[tokio::test(flavor = "multi_thread")]
+async fn requested_devices_get_their_cgroup_permissions() {
+    let fx = Fixture::start().await;
+    let pod = fx.pod_config("devices");
+    let pod_id = fx.run_pod(&pod).await;
+    // /dev/kmsg: a write only adds a line to the kernel log (reading it needs CAP_SYSLOG, which
+    // the default set lacks, so writes are what is tested).
+    let with_kmsg = |name: &str, permissions: &str| {
+        let mut cfg = fx.container_config(name, &["sh", "-c", LOOP]);
+        cfg.devices = vec![k8s_cri::v1::Device { container_path: "/dev/xkmsg".into(), host_path: "/dev/kmsg".into(), permissions: permissions.into() }];
+        cfg
+    };
+    let writer = fx.create_ok(&pod_id, &pod, with_kmsg("writer", "w")).await;
+    let reader = fx.create_ok(&pod_id, &pod, with_kmsg("reader", "r")).await;
+    for id in [&writer, &reader] {
+        fx.start_ok(id).await;
+    }
+    let write = ["sh", "-c", "test -c /dev/xkmsg && echo cri-lxc-devices-test > /dev/xkmsg"];
+    let r = fx.exec_ok(&writer, &write).await;
+    assert_eq!(r.code, 0, "write permission granted: {r:?}");
+    let r = fx.exec_ok(&reader, &write).await;
+    assert_ne!(r.code, 0, "write permission was not granted: {r:?}");
+    assert!(r.stderr.contains("Operation not permitted"), "{r:?}");
     fx.teardown_pod(&pod_id).await;
     fx.assert_no_leaks().await;
 }
@@ -326,6 +370,13 @@ async fn bad_security_input_is_refused_and_creates_nothing() {
         edit(security_context(&mut cfg));
         let s = expect_code(fx.create(&pod_id, &pod, cfg).await, &[code], what);
         assert!(!s.message().is_empty(), "{what}: empty message");
+    }
+    // CRI devices: a host path that is not a device node, permissions beyond "rwm".
+    for (what, host_path, permissions) in [("not a device", "/etc/hostname", "rw"), ("bad permissions", "/dev/kmsg", "rwx"), ("missing device", "/dev/no-such-device", "r")] {
+        let mut cfg = fx.container_config("bad", &["true"]);
+        cfg.devices = vec![k8s_cri::v1::Device { container_path: "/dev/x".into(), host_path: host_path.into(), permissions: permissions.into() }];
+        let s = expect_code(fx.create(&pod_id, &pod, cfg).await, &[Code::InvalidArgument], what);
+        assert!(s.message().contains(host_path), "{what}: {}", s.message());
     }
     assert!(fx.list_containers(None).await.is_empty(), "a refused CreateContainer left a container");
 

@@ -151,8 +151,9 @@ impl CriService {
         let devices = config
             .devices
             .iter()
-            .map(|d| DeviceNode { host_path: d.host_path.clone().into(), container_path: d.container_path.clone(), permissions: d.permissions.clone() })
-            .collect();
+            .map(|d| DeviceNode::from_host(d.host_path.clone().into(), d.container_path.clone(), &d.permissions))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CriError::InvalidArgument)?;
 
         let options = namespace_options(&pod);
         let opt_path = |p: &String| (!p.is_empty()).then(|| PathBuf::from(p));

@@ -99,6 +99,32 @@ pub struct DeviceNode {
     pub container_path: String,
     /// cgroup permissions, e.g. "rwm".
     pub permissions: String,
+    /// `'c'` or `'b'`, and the device number: what the devices cgroup allows.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl DeviceNode {
+    /// The device node at `host_path` (symlinks followed, as runc does for device paths), given to
+    /// the container at `container_path` with cgroup `permissions` (empty: `rwm`, a subset of `rwm`).
+    pub fn from_host(host_path: PathBuf, container_path: String, permissions: &str) -> Result<DeviceNode, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if !permissions.chars().all(|c| "rwm".contains(c)) {
+            return Err(format!("device {}: permissions {permissions:?} are not a subset of \"rwm\"", host_path.display()));
+        }
+        let meta = std::fs::metadata(&host_path).map_err(|e| format!("device {}: {e}", host_path.display()))?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(format!("{} is not a device node", host_path.display()));
+        };
+        let rdev = meta.rdev();
+        let permissions = if permissions.is_empty() { "rwm" } else { permissions }.to_string();
+        Ok(DeviceNode { host_path, container_path, permissions, kind, major: nix::sys::stat::major(rdev), minor: nix::sys::stat::minor(rdev) })
+    }
 }
 
 /// What the runtime knows about a container's process.

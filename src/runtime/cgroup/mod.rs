@@ -23,6 +23,7 @@
 //!
 //! Must not depend on cri/ or grpc/.
 
+pub mod devices;
 pub mod hierarchy;
 pub mod placement;
 pub mod resources;

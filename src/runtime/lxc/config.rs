@@ -7,11 +7,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::runtime::cgroup::CgroupVersion;
 use crate::runtime::{ContainerSpec, Propagation};
 
-/// Paths the rendered config refers to that are not part of the spec.
+/// Paths the rendered config refers to, and host facts it depends on, that are not part of the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigPaths<'a> {
+    /// The hierarchy of the host's `devices` controller (None: pure cgroup v2), which decides
+    /// between `lxc.cgroup.devices.*` and `lxc.cgroup2.devices.*` keys.
+    pub devices_cgroup: Option<CgroupVersion>,
     /// liblxc's own log for this container (start failures are explained there).
     pub lxc_log: &'a Path,
     /// Where the container's seccomp policy file is written (referenced only when it has one).
@@ -97,6 +101,9 @@ pub fn render(spec: &ContainerSpec, paths: &ConfigPaths<'_>) -> String {
     line("lxc.autodev", "1");
     // Cgroup placement (the pod's cgroup, monitor outside it) and oom_score_adj: runtime/cgroup/.
     for (key, value) in crate::runtime::cgroup::lxc_keys(&spec.id, &spec.cgroup) {
+        line(key, &value);
+    }
+    for (key, value) in crate::runtime::cgroup::devices::lxc_keys(&spec.devices, spec.security.privileged, paths.devices_cgroup) {
         line(key, &value);
     }
 
@@ -192,7 +199,7 @@ mod tests {
                 BindMount { source: "/run/cri-lxc/sandboxes/s1/resolv.conf".into(), destination: "/etc/resolv.conf".into(), readonly: true, propagation: Propagation::Private, is_dir: false },
                 BindMount { source: "/var/lib/kubelet/pods/u/volumes/my data".into(), destination: "/data".into(), readonly: false, propagation: Propagation::HostToContainer, is_dir: true },
             ],
-            devices: vec![DeviceNode { host_path: "/dev/fuse".into(), container_path: "/dev/fuse".into(), permissions: "rwm".into() }],
+            devices: vec![DeviceNode { host_path: "/dev/fuse".into(), container_path: "/dev/fuse".into(), permissions: "rwm".into(), kind: 'c', major: 10, minor: 229 }],
             log_path: Some("/var/log/pods/x/c/0.log".into()),
             stop_signal: 15,
             ..Default::default()
@@ -201,7 +208,7 @@ mod tests {
 
     #[test]
     fn pod_container_joins_pinned_namespaces() {
-        let rendered = render(&pod_container(), &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") });
+        let rendered = render(&pod_container(), &ConfigPaths { devices_cgroup: Some(CgroupVersion::V1), lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") });
         golden("pod_container.conf", &rendered);
     }
 
@@ -214,7 +221,7 @@ mod tests {
             namespaces: SharedNamespaces { host_net: true, host_ipc: true, host_pid: true, ..Default::default() },
             ..Default::default()
         };
-        golden("host_namespaces.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/l"), seccomp: Path::new("/s") }));
+        golden("host_namespaces.conf", &render(&spec, &ConfigPaths { devices_cgroup: Some(CgroupVersion::V1), lxc_log: Path::new("/l"), seccomp: Path::new("/s") }));
     }
 
     #[test]
@@ -233,7 +240,7 @@ mod tests {
             },
             ..pod_container()
         };
-        golden("confined_container.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
+        golden("confined_container.conf", &render(&spec, &ConfigPaths { devices_cgroup: Some(CgroupVersion::V1), lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
     }
 
     #[test]
@@ -243,7 +250,7 @@ mod tests {
         let m = vec![IdMapping { container_id: 0, host_id: 65536, length: 65536 }];
         spec.namespaces.user = Some(PodUserNamespace { path: "/run/cri-lxc/sandboxes/s1/userns".into(), map: IdMap { uids: m.clone(), gids: m } });
         spec.devices.clear();
-        golden("userns_container.conf", &render(&spec, &ConfigPaths { lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
+        golden("userns_container.conf", &render(&spec, &ConfigPaths { devices_cgroup: Some(CgroupVersion::V1), lxc_log: Path::new("/run/cri-lxc/containers/c1/lxc.log"), seccomp: Path::new("/var/lib/cri-lxc/lxc/c1/seccomp") }));
     }
 
     #[test]
@@ -254,7 +261,7 @@ mod tests {
             user: ProcessUser { uid: 1000, gid: 1000, additional_gids: vec![] },
             ..Default::default()
         };
-        let rendered = render(&spec, &ConfigPaths { lxc_log: Path::new("/l"), seccomp: Path::new("/s") });
+        let rendered = render(&spec, &ConfigPaths { devices_cgroup: Some(CgroupVersion::V1), lxc_log: Path::new("/l"), seccomp: Path::new("/s") });
         assert!(rendered.contains("lxc.environment = A=1 lxc.init.uid = 0\n"));
         let uid_lines: Vec<&str> = rendered.lines().filter(|l| l.starts_with("lxc.init.uid")).collect();
         assert_eq!(uid_lines, vec!["lxc.init.uid = 1000"], "{rendered}");

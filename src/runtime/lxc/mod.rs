@@ -295,7 +295,7 @@ impl ContainerRuntime for LxcRuntime {
         let config_path = lxc_dir.join("config");
         let seccomp_path = lxc_dir.join("seccomp");
         let spec = &security::prepare(spec, &seccomp_path, seccomp_policy.as_deref())?;
-        let rendered = config::render(spec, &config::ConfigPaths { lxc_log: &dir.join("lxc.log"), seccomp: &seccomp_path });
+        let rendered = config::render(spec, &config::ConfigPaths { devices_cgroup: Layout::host().version_of("devices"), lxc_log: &dir.join("lxc.log"), seccomp: &seccomp_path });
         std::fs::write(&config_path, rendered).map_err(io(format!("writing {}", config_path.display())))?;
         let monitor_spec = MonitorSpec {
             name: spec.id.clone(),

@@ -149,7 +149,9 @@ pub fn host_devices() -> Vec<DeviceNode> {
                     stack.push(path);
                 }
             } else if (ft.is_char_device() || ft.is_block_device()) && !AUTODEV.contains(&rel.as_str()) && rel != "ptmx" {
-                out.push(DeviceNode { host_path: path.clone(), container_path: format!("/dev/{rel}"), permissions: "rwm".into() });
+                if let Ok(node) = DeviceNode::from_host(path.clone(), format!("/dev/{rel}"), "rwm") {
+                    out.push(node);
+                }
             }
         }
     }
