@@ -217,6 +217,16 @@ async fn exec_with_a_tty_sets_term_applies_resizes_and_reports_the_exit_code() {
     assert!(out.channel(2).is_empty(), "a terminal has one output stream: {out:?}");
     assert_exit_code(&out, 7);
 
+    // The pty is the command's controlling terminal: ^C on it is SIGINT for the foreground group
+    // (a plain character otherwise, and this exec would never end).
+    let script = r#"trap 'echo got-sigint; exit 9' INT; echo armed; while :; do sleep 1; done"#;
+    let url = exec_url(&fx, exec_req(&ctr, &["sh", "-c", script], true, true, false, true)).await;
+    let steps = json!([["wait_for", 1, "armed"], ["send", 0, "\u{3}"], ["read_until_close"]]);
+    let out = ws_peer::run(&url, V5, steps).await;
+    out.assert_ok();
+    assert!(out.text(1).contains("got-sigint"), "^C reached the command as SIGINT: {:?}", out.text(1));
+    assert_exit_code(&out, 9);
+
     // tty together with stderr is invalid (api.proto), as is asking for no stream at all.
     let mut c = fx.client.clone();
     let r = c.runtime.exec(exec_req(&ctr, &["true"], false, true, true, true)).await;

@@ -5,11 +5,11 @@
 //!
 //! Streaming exec (CRI `Exec`, [`spawn_streaming`]) runs the same helper with its stdio as pipes to the
 //! daemon, or with a pty the daemon creates (`--tty`: all three are the pty's slave, the daemon keeps the
-//! master, `TERM=xterm` is set when the container's env lacks it, as containerd does). The attached
-//! command has no controlling terminal (liblxc only gives one with `LXC_ATTACH_TERMINAL`, which would put
-//! it in a session of its own, out of reach of the process-group kill below).
-//! The helper leads its own process group, which the attached command inherits: when the client goes
-//! away before the command ended, the daemon SIGKILLs that group.
+//! master, `TERM=xterm` is set when the container's env lacks it, as containerd does). With a tty the
+//! helper starts a session whose controlling terminal is the pty (`take_terminal`), so ^C/^Z reach the
+//! command. The helper leads its own process group (its own session's with a tty), which the attached
+//! command inherits: when the client goes away before the command ended, the daemon SIGKILLs that group
+//! (an interactive shell that moved itself into a job-control group of its own gets the pty's hangup).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -163,7 +163,12 @@ pub async fn spawn_streaming(exe: &Path, context: &Path, argv: &[String], flags:
     if flags.tty {
         cmd.arg(TTY_FLAG);
     }
-    cmd.arg("--").args(argv).process_group(0).kill_on_drop(true);
+    cmd.arg("--").args(argv).kill_on_drop(true);
+    if !flags.tty {
+        // With a tty the helper makes its own session instead (setsid(2) refuses a group leader);
+        // either way the helper's pid is the group the abort below kills.
+        cmd.process_group(0);
+    }
     let null_or_piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
     let master = if flags.tty {
         let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
@@ -219,6 +224,8 @@ pub async fn spawn_streaming(exe: &Path, context: &Path, argv: &[String], flags:
                 if let Some(pgid) = pgid {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
                 }
+                // A tty helper not yet through setsid() has no group of its own yet.
+                let _ = child.start_kill();
                 let _ = child.wait().await;
             }
         }
@@ -244,6 +251,17 @@ impl TerminalResizer for PtyResizer {
     }
 }
 
+/// Make the pty on stdin the controlling terminal of a new session (as runc does for `exec -t`), so
+/// that ^C, ^Z and window-size changes signal the command's foreground process group and a hangup
+/// reaches it when the client goes away. liblxc's attach does not start a session of its own without
+/// `LXC_ATTACH_TERMINAL`, so the command inherits this one. The helper is in the foreground group
+/// too and survives those signals (see [`ffi::survive_terminal_signals`]) to report the exit code.
+fn take_terminal() -> std::io::Result<()> {
+    nix::unistd::setsid().map_err(std::io::Error::from)?;
+    rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(std::io::Error::from)?;
+    ffi::survive_terminal_signals()
+}
+
 /// Helper side: `__exec <exec.json> [--tty] -- argv…`. Runs in a fresh single-threaded process.
 pub fn run_exec_helper(args: &[String]) -> i32 {
     let (context_path, tty, argv) = match args {
@@ -265,6 +283,12 @@ pub fn run_exec_helper(args: &[String]) -> i32 {
     if let Err(e) = ffi::reset_signal_state() {
         eprintln!("cri-lxc exec: resetting signal state: {e}");
         return HELPER_FAILURE;
+    }
+    if tty {
+        if let Err(e) = take_terminal() {
+            eprintln!("cri-lxc exec: making the pty the controlling terminal: {e}");
+            return HELPER_FAILURE;
+        }
     }
     let container = match LxcContainer::new(&context.name, &context.lxcpath) {
         Ok(c) => c,

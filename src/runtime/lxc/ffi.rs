@@ -357,6 +357,22 @@ pub fn reset_signal_state() -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
+/// For the `__exec` helper of a terminal exec: SIGINT, SIGQUIT and SIGTSTP (what ^C, ^\\ and ^Z on
+/// the exec's terminal send to its foreground process group, which includes the helper) run an empty
+/// handler instead of ending or stopping the helper. The command keeps its own reaction: a caught
+/// signal's handler is reset to the default by exec(2), while an ignored one would stay ignored,
+/// which is why this is not SIG_IGN. Called after [`reset_signal_state`].
+pub fn survive_terminal_signals() -> std::io::Result<()> {
+    extern "C" fn ignore(_: libc::c_int) {}
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTSTP] {
+        // SAFETY: the handler is an empty extern "C" function: async-signal-safe, touches no state.
+        unsafe { sigaction(sig, &action) }.map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
 fn cstring(what: impl FnOnce() -> String, value: &str) -> Result<CString, LxcError> {
     CString::new(value).map_err(|_| LxcError::InteriorNul { what: what() })
 }
