@@ -83,6 +83,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     cri.recover().await?;
     let server = CriServer::new(cri);
 
+    // Handlers first: a SIGTERM right after READY=1 must already mean "shut down cleanly".
+    let shutdown = shutdown_signal();
     let listener = bind_socket(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), ?cgroup_driver, "serving CRI");
     // Type=notify: systemd considers us started once the socket accepts connections.
@@ -94,7 +96,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // kubelet keeps its connection open, and a graceful shutdown would wait for it indefinitely.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     });
@@ -145,13 +147,17 @@ async fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; shutdown only by SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// Installs the SIGTERM/SIGINT handlers now (not when first polled) and resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; shutdown only by SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
