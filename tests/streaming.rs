@@ -445,6 +445,33 @@ async fn attach_streams_the_containers_stdio_and_detaching_leaves_it_running() {
     fx.assert_no_leaks().await;
 }
 
+/// `stdin_once`: the first attach session closing its stdin closes the container's (it reads EOF and
+/// `cat` ends); without it the container's stdin stays open for the next session.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_closing_stdin_ends_a_stdin_once_container_only() {
+    let fx = Fixture::start().await;
+    let mut once = fx.container_config("once", &["cat"]);
+    once.stdin = true;
+    once.stdin_once = true;
+    let (pod_id, pod, once_id) = pod_with_container(&fx, "stdin-once", once.clone()).await;
+    let mut kept = fx.container_config("kept", &["cat"]);
+    kept.stdin = true;
+    let kept_id = fx.create_and_start(&pod_id, &pod, kept).await;
+
+    for id in [&once_id, &kept_id] {
+        let url = attach_url(&fx, AttachRequest { container_id: id.clone(), stdin: true, tty: false, stdout: true, stderr: false }).await;
+        let out = ws_peer::run(&url, V5, json!([["send", 0, "hello\n"], ["wait_for", 1, "hello\n"], ["close", 0], ["sleep", 0.5], ["close_ws"]])).await;
+        out.assert_ok();
+    }
+    let status = fx.wait_state(&once_id, EXITED, T30).await;
+    assert_eq!(status.exit_code, 0, "cat read EOF and ended: {status:?}");
+    wait_log_line(&fx.log_file(&pod, &once), "hello", T30).await;
+    assert_eq!(fx.status_ok(&kept_id).await.state, RUNNING, "without stdin_once the stdin stays open");
+
+    fx.teardown_pod(&pod_id).await;
+    fx.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_to_a_tty_container_applies_resizes_and_survives_a_daemon_restart() {
     let mut fx = Fixture::start().await;

@@ -13,9 +13,14 @@
 //!   container's pty output is `STDOUT`). The monitor closes the connection once the container's
 //!   output ended (it exited).
 //! * daemon → monitor: [`STDIN`] — bytes for the container's stdin (dropped when the container was
-//!   created without stdin); [`RESIZE`] — `width: u16 BE, height: u16 BE` for a tty container's pty.
+//!   created without stdin); [`STDIN_CLOSE`] (empty) — the client's stdin ended; [`RESIZE`] —
+//!   `width: u16 BE, height: u16 BE` for a tty container's pty.
 //! * Unknown kinds are ignored; an oversized frame closes that connection. Closing the connection
-//!   detaches; the container keeps running and keeps its stdin open (stdin_once is not honoured).
+//!   detaches; the container keeps running. Its stdin stays open, except that for a container created
+//!   with `stdin_once` (and no tty) the first [`STDIN_CLOSE`] closes it once the input before it was
+//!   delivered: the container reads EOF, as with containerd ("stdin will be closed after the first
+//!   attach session completes", api.proto). A pty has no write-only close, so a tty container's
+//!   stdin stays open.
 //!
 //! # Buffering and backpressure (monitor side)
 //! Every attached client gets every output byte, in the same poll round the CRI log gets it. Each
@@ -45,6 +50,7 @@ use crate::runtime::process_stdio::{BoxRead, BoxWrite, StdioFlags, StreamEnd, St
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
+pub const STDIN_CLOSE: u8 = 3;
 pub const RESIZE: u8 = 4;
 pub const MAX_FRAME: usize = 64 * 1024;
 const HEADER: usize = 5;
@@ -184,11 +190,15 @@ pub struct AttachServer {
     /// The pty master, for RESIZE.
     pty: Option<OwnedFd>,
     stdin_pending: Vec<u8>,
+    /// `stdin_once`: a STDIN_CLOSE closes `stdin` (after `stdin_pending`).
+    stdin_once: bool,
+    close_stdin: bool,
 }
 
 impl AttachServer {
-    /// Bind `socket` (a stale file from an earlier monitor is replaced). `stdin` must be non-blocking.
-    pub fn bind(socket: &Path, stdin: Option<OwnedFd>, pty: Option<OwnedFd>) -> std::io::Result<AttachServer> {
+    /// Bind `socket` (a stale file from an earlier monitor is replaced). `stdin` must be non-blocking
+    /// and, for `stdin_once` to reach the container as EOF, the only write end the monitor holds.
+    pub fn bind(socket: &Path, stdin: Option<OwnedFd>, pty: Option<OwnedFd>, stdin_once: bool) -> std::io::Result<AttachServer> {
         let (_dir, path) = short_path(socket)?;
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
@@ -198,7 +208,8 @@ impl AttachServer {
         // Whoever may connect may type into the container: root only.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        Ok(AttachServer { listener, clients: Vec::new(), stdin, pty, stdin_pending: Vec::new() })
+        let stdin_once = stdin_once && pty.is_none();
+        Ok(AttachServer { listener, clients: Vec::new(), stdin, pty, stdin_pending: Vec::new(), stdin_once, close_stdin: false })
     }
 
     /// Descriptors for M's poll(): the listener, every client (readable unless stdin is backed up;
@@ -261,6 +272,7 @@ impl AttachServer {
                                         self.stdin_pending.extend_from_slice(&data);
                                     }
                                 }
+                                Ok(Some((STDIN_CLOSE, _))) => self.close_stdin |= self.stdin_once,
                                 Ok(Some((RESIZE, data))) => {
                                     if let (Some(pty), Some(size)) = (&self.pty, decode_resize(&data)) {
                                         let ws = rustix::termios::Winsize { ws_row: size.height, ws_col: size.width, ws_xpixel: 0, ws_ypixel: 0 };
@@ -304,6 +316,15 @@ impl AttachServer {
                 }
             }
         }
+        if self.close_stdin {
+            self.stdin = None;
+        }
+    }
+
+    /// Whether stdin_once closed the container's stdin: the monitor drops its own copy of the write
+    /// end too, so that the container reads EOF.
+    pub fn stdin_closed(&self) -> bool {
+        self.close_stdin && self.stdin.is_none()
     }
 
     /// Hand one chunk of container output to every client.
@@ -419,7 +440,7 @@ pub async fn connect(socket: &Path, flags: StdioFlags, tty: bool) -> std::io::Re
             frame.clear();
             tokio::select! {
                 r = async { match stdin_r.as_mut() { Some(s) => s.read(&mut buf).await, None => std::future::pending().await } } => match r {
-                    Ok(0) | Err(_) => { stdin_r = None; continue; }
+                    Ok(0) | Err(_) => { stdin_r = None; encode_frame(STDIN_CLOSE, &[], &mut frame) }
                     Ok(n) => encode_frame(STDIN, &buf[..n], &mut frame),
                 },
                 size = async { match resize_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match size {
@@ -498,7 +519,7 @@ mod tests {
         let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&stdin_w, nix::fcntl::FcntlArg::F_GETFL).unwrap());
         nix::fcntl::fcntl(&stdin_w, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
         let socket = dir.path().join(SOCKET_NAME);
-        let mut server = AttachServer::bind(&socket, Some(stdin_w), None).unwrap();
+        let mut server = AttachServer::bind(&socket, Some(stdin_w), None, false).unwrap();
         let mut fast = UnixStream::connect(&socket).unwrap();
         let mut slow = UnixStream::connect(&socket).unwrap();
         server.service();
@@ -528,7 +549,7 @@ mod tests {
         assert!(got.iter().all(|b| *b == b'x'));
 
         // Client input reaches the stdin pipe; resizes without a pty are ignored.
-        let mut server = AttachServer::bind(&socket, server.stdin.take(), None).unwrap();
+        let mut server = AttachServer::bind(&socket, server.stdin.take(), None, false).unwrap();
         let mut client = UnixStream::connect(&socket).unwrap();
         server.service();
         let mut frames = Vec::new();

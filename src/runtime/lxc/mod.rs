@@ -306,6 +306,7 @@ impl ContainerRuntime for LxcRuntime {
             exit_file: dir.join("exit.json"),
             pid_file: Some(dir.join("pid.json")),
             stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
             tty: spec.tty,
             // lxc's init must be PID 1 of a namespace of its own: in the pod's shared PID namespace or
             // the host's it would be an ordinary process whose shutdown (kill(-1)) hits other

@@ -114,6 +114,10 @@ pub struct MonitorSpec {
     /// Keep a stdin pipe open for the container (CRI `stdin`); otherwise stdin is /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// Close the container's stdin when the first attach client's stdin ends (CRI `stdin_once`,
+    /// not for a tty; see `attach.rs`).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Give the container a pty as stdin/stdout/stderr (CRI `tty`); logged as stdout.
     #[serde(default)]
     pub tty: bool,
@@ -475,9 +479,10 @@ fn monitor(
 
     let mut log = CriLogFile::open(&spec.log_path)?;
 
-    // The container's stdio. M keeps the read ends (and a stdin write end, for a future attach
-    // server); S gets the other ends as its 0/1/2, which liblxc hands to the container.
-    let (mut streams, child_stdin, child_stdout, child_stderr, _stdin_keep) = if spec.tty {
+    // The container's stdio. M keeps the read ends (and a stdin write end, which keeps the container's
+    // stdin open for attach clients until stdin_once closes it); S gets the other ends as its 0/1/2,
+    // which liblxc hands to the container.
+    let (mut streams, child_stdin, child_stdout, child_stderr, mut stdin_keep) = if spec.tty {
         let pty = nix::pty::openpty(None, None).map_err(sys_err("openpty"))?;
         // openpty(3) does not set O_CLOEXEC.
         for fd in [&pty.master, &pty.slave] {
@@ -531,7 +536,7 @@ fn monitor(
     // container that does not read) or, with a tty, the pty master. Not fatal when it cannot be
     // bound: the container runs, only attach is unavailable.
     let mut attach_server = match &spec.attach_socket {
-        Some(path) => match attach_server_for(path, &spec, &streams, _stdin_keep.as_ref()) {
+        Some(path) => match attach_server_for(path, &spec, &streams, stdin_keep.as_ref()) {
             Ok(server) => Some(server),
             Err(e) => {
                 eprintln!("cri-lxc monitor: attach socket {}: {e}", path.display());
@@ -619,6 +624,9 @@ fn monitor(
         }
         if let Some(a) = attach_server.as_mut() {
             a.service();
+            if a.stdin_closed() {
+                stdin_keep = None;
+            }
         }
 
         while let Ok(Some(info)) = sigfd.read_signal() {
@@ -755,7 +763,7 @@ fn attach_server_for(
         }
         (true, None, None) => None,
     };
-    AttachServer::bind(path, stdin, pty).map_err(io_err("binding"))
+    AttachServer::bind(path, stdin, pty, spec.stdin_once).map_err(io_err("binding"))
 }
 
 fn exit_record(result: Option<StartResult>, starter_status: &str) -> ExitRecord {
