@@ -625,7 +625,7 @@ fn monitor(
         if let Some(a) = attach_server.as_mut() {
             a.service();
             if a.stdin_closed() {
-                stdin_keep = None;
+                drop(stdin_keep.take());
             }
         }
 
