@@ -1340,6 +1340,11 @@ mod tests {
             .collect()
     }
 
+    /// The SYN_STREAM a client sends to open a bidirectional stream.
+    fn syn(stream_id: u32, headers: &[(&str, &str)]) -> Frame {
+        Frame::SynStream { stream_id, associated_stream_id: 0, priority: 0, slot: 0, fin: false, unidirectional: false, headers: h(headers) }
+    }
+
     fn pair() -> (
         Session,
         mpsc::Receiver<Stream>,
@@ -1568,15 +1573,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (server, mut incoming) = Session::new(b, Role::Server);
         let mut peer = RawPeer::new(a);
-        peer.send(Frame::SynStream {
-            stream_id: 1,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers: h(&[("streamtype", "stdout")]),
-        })
+        peer.send(syn(1, &[("streamtype", "stdout")]))
         .await;
         let stream = within(incoming.recv()).await.unwrap();
         stream.reply(Headers::new()).await.unwrap();
@@ -1738,15 +1735,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (_server, mut incoming) = Session::new(b, Role::Server);
         let mut peer = RawPeer::new(a);
-        peer.send(Frame::SynStream {
-            stream_id: 1,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers: h(&[("streamtype", "stdout")]),
-        })
+        peer.send(syn(1, &[("streamtype", "stdout")]))
         .await;
         let stream = within(incoming.recv()).await.unwrap();
         stream.reply(Headers::new()).await.unwrap();
@@ -1779,15 +1768,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (server, mut incoming) = Session::new(b, Role::Server);
         let mut peer = RawPeer::new(a);
-        peer.send(Frame::SynStream {
-            stream_id: 1,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers: h(&[("streamtype", "stdin")]),
-        })
+        peer.send(syn(1, &[("streamtype", "stdin")]))
         .await;
         let stream = within(incoming.recv()).await.unwrap();
         stream.reply(Headers::new()).await.unwrap();
