@@ -95,10 +95,11 @@ impl CriService {
     ) -> Result<(), CriError> {
         let id = record.id.clone();
         // Checked before the rootfs exists: bad security input leaves nothing to undo but the record.
-        let security = super::security_context::container_security(config, &sandbox_config(sandbox))?;
+        let pod = sandbox_config(sandbox);
+        let security = super::security_context::container_security(config, &pod)?;
         // Resources and cgroup parent first: bad values are refused before anything is made.
-        let cgroup = self.cgroup_spec(&sandbox_config(sandbox), config.linux.as_ref().and_then(|l| l.resources.as_ref()))?;
-        let userns = super::user_namespace::container_user_namespace(config, &sandbox_config(sandbox), &sandbox.userns_path)?;
+        let cgroup = self.cgroup_spec(&pod, config.linux.as_ref().and_then(|l| l.resources.as_ref()))?;
+        let userns = super::user_namespace::container_user_namespace(config, &pod, &sandbox.userns_path)?;
         let rootfs = match &userns {
             None => self.images.prepare_rootfs(&image.id, &id)?,
             // hostUsers: false: image layers idmapped through the pod's user namespace.
@@ -115,7 +116,6 @@ impl CriService {
         }
         let image_config = parse_config(&image.config_json).map_err(|e| CriError::Internal(format!("image {}: {e}", image.id)))?;
         let process = image_config.config.unwrap_or_default();
-        let pod = sandbox_config(sandbox);
 
         let argv = container_argv(config, &process);
         if argv.is_empty() {

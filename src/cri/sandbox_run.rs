@@ -14,6 +14,7 @@ use super::{now_nanos, CriError, CriService};
 use crate::model::ids::{new_id, sandbox_name};
 use crate::network::{PodNetworkRequest, PortMapping};
 use crate::runtime::namespaces::{self, PodNamespaces};
+use crate::runtime::pod_sysctl::PodSysctl;
 use crate::runtime::userns::{self, IdMap};
 use crate::store::records::{SandboxPhase, SandboxRecord};
 use crate::store::StoreError;
@@ -41,7 +42,7 @@ impl CriService {
         }
         // Bad security input is refused before anything exists.
         let userns = super::user_namespace::pod_user_namespace(&options)?;
-        super::security_context::pod_sysctls(&config, &options)?;
+        let sysctls = super::security_context::pod_sysctls(&config, &options)?;
         let mut timer = PhaseTimer::new("RunPodSandbox");
         let id = new_id();
         let _pod = self.pod_locks.lock(&id).await;
@@ -70,7 +71,7 @@ impl CriService {
             let record = record.clone();
             undo.push("release the sandbox record and name", move || async move { store.remove_sandbox(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_sandbox(&config, &options, userns.as_ref(), &mut record, &mut undo, &mut timer).await {
+        match self.set_up_sandbox(&config, &options, userns.as_ref(), sysctls, &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
                 timer.finish(&id);
@@ -89,6 +90,7 @@ impl CriService {
         config: &PodSandboxConfig,
         options: &NamespaceOption,
         userns: Option<&IdMap>,
+        sysctls: Vec<PodSysctl>,
         record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
@@ -150,7 +152,6 @@ impl CriService {
                 .map_err(|e| CriError::Internal(format!("idmap probe task: {e}")))?
                 .map_err(super::user_namespace::userns_error)?;
         }
-        let sysctls = super::security_context::pod_sysctls(config, options)?;
         if !sysctls.is_empty() {
             let (net, ipc) = (pinned.net.clone(), pinned.ipc.clone());
             tokio::task::spawn_blocking(move || crate::runtime::pod_sysctl::apply(net.as_deref(), ipc.as_deref(), &sysctls))
