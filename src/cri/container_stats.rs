@@ -11,10 +11,10 @@ use k8s_cri::v1::{
     ListContainerStatsRequest, ListContainerStatsResponse, MemoryUsage, UInt64Value,
 };
 
-use super::container_status::container_config;
+use super::container_status::{container_config, listed};
 use super::{labels_match, now_nanos, required_id, CriError, CriService};
 use crate::runtime::cgroup::CgroupStats;
-use crate::store::records::{ContainerPhase, ContainerRecord};
+use crate::store::records::ContainerRecord;
 
 /// Previous (timestamp ns, usage ns) per container or pod, for usage_nano_cores.
 #[derive(Default)]
@@ -99,13 +99,7 @@ impl CriService {
         self.cpu_samples.forget(&|k| all.iter().any(|c| c.id == k) || self.store.sandbox(k).ok().flatten().is_some());
         let mut stats = Vec::new();
         for record in all {
-            if ContainerPhase::try_from(record.phase) == Ok(ContainerPhase::Creating) {
-                continue;
-            }
-            if !filter.id.is_empty() && !record.id.starts_with(&filter.id) {
-                continue;
-            }
-            if !filter.pod_sandbox_id.is_empty() && !record.sandbox_id.starts_with(&filter.pod_sandbox_id) {
+            if !listed(&record, &filter.id, &filter.pod_sandbox_id) {
                 continue;
             }
             if !labels_match(&container_config(&record).labels, &filter.label_selector) {

@@ -108,13 +108,7 @@ impl CriService {
         let filter = req.filter.unwrap_or_default();
         let mut containers = Vec::new();
         for record in self.store.containers()? {
-            if phase(&record) == ContainerPhase::Creating {
-                continue;
-            }
-            if !filter.id.is_empty() && !record.id.starts_with(&filter.id) {
-                continue;
-            }
-            if !filter.pod_sandbox_id.is_empty() && !record.sandbox_id.starts_with(&filter.pod_sandbox_id) {
+            if !listed(&record, &filter.id, &filter.pod_sandbox_id) {
                 continue;
             }
             let record = self.refresh_container(record).await?;
@@ -142,4 +136,10 @@ impl CriService {
         containers.sort_by_key(|c| c.created_at);
         Ok(ListContainersResponse { containers })
     }
+}
+
+/// Whether List{Containers,ContainerStats} shows `record` for these id / pod id prefix filters (empty:
+/// any). A container still being created is never listed.
+pub(crate) fn listed(record: &ContainerRecord, id_prefix: &str, pod_id_prefix: &str) -> bool {
+    phase(record) != ContainerPhase::Creating && record.id.starts_with(id_prefix) && record.sandbox_id.starts_with(pod_id_prefix)
 }

@@ -22,6 +22,14 @@ use crate::store::StoreError;
 /// The runtime handler used for `""` (kubelet's default RuntimeClass).
 pub const DEFAULT_HANDLER: &str = "lxc";
 
+/// The pod-level security input, validated before anything is created.
+struct PodSecurity {
+    /// The pod's user namespace mappings (`hostUsers: false`).
+    userns: Option<IdMap>,
+    /// Namespaced sysctls to set inside the pod's namespaces.
+    sysctls: Vec<PodSysctl>,
+}
+
 impl CriService {
     pub async fn run_pod_sandbox(&self, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse, CriError> {
         let config = req.config.ok_or_else(|| CriError::InvalidArgument("config is required".into()))?;
@@ -41,8 +49,10 @@ impl CriService {
             return Err(CriError::InvalidArgument("PID namespace mode TARGET is only valid for containers".into()));
         }
         // Bad security input is refused before anything exists.
-        let userns = super::user_namespace::pod_user_namespace(&options)?;
-        let sysctls = super::security_context::pod_sysctls(&config, &options)?;
+        let security = PodSecurity {
+            userns: super::user_namespace::pod_user_namespace(&options)?,
+            sysctls: super::security_context::pod_sysctls(&config, &options)?,
+        };
         let mut timer = PhaseTimer::new("RunPodSandbox");
         let id = new_id();
         let _pod = self.pod_locks.lock(&id).await;
@@ -71,7 +81,7 @@ impl CriService {
             let record = record.clone();
             undo.push("release the sandbox record and name", move || async move { store.remove_sandbox(&record).map_err(|e| e.to_string()) });
         }
-        match self.set_up_sandbox(&config, &options, userns.as_ref(), sysctls, &mut record, &mut undo, &mut timer).await {
+        match self.set_up_sandbox(&config, &options, security, &mut record, &mut undo, &mut timer).await {
             Ok(()) => {
                 undo.commit();
                 timer.finish(&id);
@@ -89,8 +99,7 @@ impl CriService {
         &self,
         config: &PodSandboxConfig,
         options: &NamespaceOption,
-        userns: Option<&IdMap>,
-        sysctls: Vec<PodSysctl>,
+        security: PodSecurity,
         record: &mut SandboxRecord, undo: &mut Rollback, timer: &mut PhaseTimer) -> Result<(), CriError> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
@@ -114,7 +123,8 @@ impl CriService {
         let hostname = if config.hostname.is_empty() { meta.name.clone() } else { config.hostname.clone() };
         let pin_dir = dir.clone();
         let pin_hostname = hostname.clone();
-        let pinned = match userns.cloned() {
+        let PodSecurity { userns, sysctls } = security;
+        let pinned = match userns {
             None => tokio::task::spawn_blocking(move || namespaces::pin(&pin_dir, want, &pin_hostname))
                 .await
                 .map_err(|e| CriError::Internal(format!("namespace task: {e}")))??,

@@ -1658,16 +1658,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (server, mut incoming) = Session::new(b, Role::Server);
         let mut peer = RawPeer::new(a);
-        peer.send(Frame::SynStream {
-            stream_id: 1,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers: Headers::new(),
-        })
-        .await;
+        peer.send(syn(1, &[])).await;
         let stream = within(incoming.recv()).await.unwrap();
         stream.reply(Headers::new()).await.unwrap();
         let (mut r, mut w) = stream.split();
